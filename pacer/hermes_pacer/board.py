@@ -1,0 +1,126 @@
+"""Where a board lives and what is on it, read straight from its SQLite file.
+
+Reading the database read-only costs a few milliseconds; a `hermes` CLI start costs about 0.2 s of
+CPU. The pass runs every few seconds, so it reads here and starts the CLI only to dispatch.
+The paths follow Hermes' own resolution (hermes_cli.kanban_db.kanban_db_path).
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_BOARD = "default"
+
+
+class BoardUnreadable(RuntimeError):
+    """The board's state cannot be known: the pass must dispatch nothing."""
+
+
+def hermes_root(env: dict[str, str]) -> Path:
+    """The shared Hermes root that holds the boards (the root home, never a profile home)."""
+    override = env.get("HERMES_KANBAN_HOME", "").strip()
+    if override:
+        return Path(override).expanduser()
+    native = Path(env.get("HOME") or Path.home()) / ".hermes"
+    home = env.get("HERMES_HOME", "").strip()
+    if not home:
+        return native
+    path = Path(home)
+    try:
+        path.resolve().relative_to(native.resolve())
+        return native
+    except ValueError:
+        pass
+    return path.parent.parent if path.parent.name == "profiles" else path
+
+
+def current_board(root: Path, env: dict[str, str]) -> str:
+    """The board Hermes uses when none is named: env, then <root>/kanban/current, then default."""
+    candidates = [env.get("HERMES_KANBAN_BOARD", "")]
+    try:
+        candidates.append((root / "kanban" / "current").read_text(encoding="utf-8"))
+    except OSError:
+        pass
+    for raw in candidates:
+        slug = raw.strip().lower()
+        if slug and re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,63}", slug) and db_path(root, slug, {}).exists():
+            return slug
+    return DEFAULT_BOARD
+
+
+def db_path(root: Path, board: str, env: dict[str, str]) -> Path:
+    override = env.get("HERMES_KANBAN_DB", "").strip()
+    if override:
+        return Path(override).expanduser()
+    if board == DEFAULT_BOARD:
+        return root / "kanban.db"
+    return root / "kanban" / "boards" / board / "kanban.db"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Cards of one board by the statuses the pacer cares about."""
+
+    running: frozenset[str] = field(default_factory=frozenset)
+    ready: int = 0
+    todo: int = 0
+
+
+def snapshot(path: Path, busy_timeout_ms: int = 2000) -> Snapshot:
+    """Read the board read-only; raise BoardUnreadable when its state cannot be known."""
+    if not path.is_file():
+        raise BoardUnreadable(f"no board database at {path}")
+    try:
+        conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=busy_timeout_ms / 1000)
+    except sqlite3.Error as exc:
+        raise BoardUnreadable(f"cannot open {path}: {exc}") from exc
+    try:
+        rows = conn.execute(
+            "SELECT id, status FROM tasks WHERE status IN ('running', 'ready', 'todo')"
+        ).fetchall()
+    except sqlite3.Error as exc:
+        raise BoardUnreadable(f"cannot read {path}: {exc}") from exc
+    finally:
+        conn.close()
+    running = frozenset(task_id for task_id, status in rows if status == "running")
+    ready = sum(1 for _, status in rows if status == "ready")
+    todo = sum(1 for _, status in rows if status == "todo")
+    return Snapshot(running=running, ready=ready, todo=todo)
+
+
+_KANBAN_CAP_KEY = re.compile(r"^\s+(max_in_progress|max_spawn)\s*:\s*([^#\s][^#]*?)\s*(#.*)?$")
+
+
+def native_caps(config: Path) -> dict[str, str]:
+    """kanban.max_in_progress / kanban.max_spawn set in a Hermes config.yaml, by a plain scan.
+
+    Hermes clamps `dispatch --max` by these and counts running cards twice (upstream #33326), so
+    the pass reports them. A line scan keeps the pacer free of a YAML dependency; it only has to
+    find two keys under the top-level `kanban:` mapping.
+    """
+    found: dict[str, str] = {}
+    try:
+        lines = config.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return found
+    in_kanban = False
+    for line in lines:
+        if line.strip() == "" or line.lstrip().startswith("#"):
+            continue
+        if not line[0].isspace():
+            in_kanban = line.split("#", 1)[0].strip() == "kanban:"
+            continue
+        match = _KANBAN_CAP_KEY.match(line) if in_kanban else None
+        if match and match.group(2).strip("'\"").lower() not in ("", "null", "~", "none"):
+            found[match.group(1)] = match.group(2).strip("'\"")
+    return found
+
+
+def config_path(env: dict[str, str]) -> Path:
+    """The config the dispatch CLI reads: HERMES_HOME's, or the root home's."""
+    home = env.get("HERMES_HOME", "").strip()
+    base = Path(home) if home else Path(env.get("HOME") or Path.home()) / ".hermes"
+    return base / "config.yaml"

@@ -1,0 +1,92 @@
+"""Environment interface of the pacing scripts, validated before anything runs.
+
+The names are those of the manual recipe (MAX_PARALLEL, BOARD, RUNS_PER_MINUTE, CAP_SCRIPT), so an
+existing crontab line keeps working. Every error names the variable and the accepted values.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+# Hermes' own slug rule (hermes_cli.kanban_db._BOARD_SLUG_RE).
+BOARD_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+DEFAULT_LOCK_DIR = "/run/lock/hermes-pacer"
+
+
+class SettingError(ValueError):
+    """Bad input: the message names the setting and the accepted values."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    max_parallel: int
+    board: str | None  # None: the board Hermes calls current
+    hermes_bin: str
+    hermes_timeout: float
+    lock_dir: Path
+    log_format: str
+    housekeeping_seconds: int
+    runs_per_minute: int
+    cap_script: str | None
+
+
+def _integer(env: dict[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name, "").strip()
+    if raw == "":
+        return default
+    if not re.fullmatch(r"[0-9]+", raw) or not low <= int(raw) <= high:
+        raise SettingError(f"{name}={raw!r} is invalid: expected an integer from {low} to {high}")
+    return int(raw)
+
+
+def _hermes_bin(env: dict[str, str]) -> str:
+    raw = env.get("HERMES_BIN", "").strip()
+    if raw == "":
+        found = shutil.which("hermes", path=env.get("PATH", os.defpath))
+        if found is None:
+            raise SettingError(
+                "HERMES_BIN is not set and no 'hermes' is on PATH: "
+                "set HERMES_BIN to the full path of an executable hermes"
+            )
+        return found
+    if not (os.path.isfile(raw) and os.access(raw, os.X_OK)):
+        raise SettingError(f"HERMES_BIN={raw!r} is invalid: expected the path of an executable hermes")
+    return raw
+
+
+def _board(env: dict[str, str]) -> str | None:
+    raw = env.get("BOARD", "").strip()
+    if raw == "":
+        return None
+    if not BOARD_SLUG.match(raw):
+        raise SettingError(
+            f"BOARD={raw!r} is invalid: expected a board slug of 1-64 characters, "
+            "lowercase letters, digits, '-' or '_', not starting with '-' or '_'"
+        )
+    return raw
+
+
+def load(env: dict[str, str] | None = None) -> Settings:
+    """Read and validate every setting; raise SettingError on the first bad one."""
+    env = dict(os.environ if env is None else env)
+    log_format = env.get("PACER_LOG_FORMAT", "").strip() or "kv"
+    if log_format not in ("kv", "json"):
+        raise SettingError(f"PACER_LOG_FORMAT={log_format!r} is invalid: expected kv or json")
+    lock_dir = env.get("PACER_LOCK_DIR", "").strip() or DEFAULT_LOCK_DIR
+    if not os.path.isabs(lock_dir):
+        raise SettingError(f"PACER_LOCK_DIR={lock_dir!r} is invalid: expected an absolute path")
+    return Settings(
+        max_parallel=_integer(env, "MAX_PARALLEL", 2, 1, 1000),
+        board=_board(env),
+        runs_per_minute=_integer(env, "RUNS_PER_MINUTE", 4, 1, 60),
+        hermes_timeout=float(_integer(env, "HERMES_TIMEOUT", 60, 1, 3600)),
+        housekeeping_seconds=_integer(env, "PACER_HOUSEKEEPING_SECONDS", 60, 0, 86400),
+        lock_dir=Path(lock_dir),
+        log_format=log_format,
+        hermes_bin=_hermes_bin(env),
+        cap_script=env.get("CAP_SCRIPT", "").strip() or None,
+    )
