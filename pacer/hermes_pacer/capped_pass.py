@@ -19,7 +19,7 @@ RECLAIM_REASON = "hermes-pacer: cap overrun (a card completed during the dispatc
 
 
 def _count(db: Path, board: str) -> tuple[boards.Snapshot, workers.LiveWorkers]:
-    return boards.snapshot(db), workers.scan(board)
+    return boards.snapshot(db), workers.scan(board, db)
 
 
 def _housekeeping_due(lock_fd: int, every: int, now: float) -> bool:

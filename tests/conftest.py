@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import pytest
+
+import hermes_install
+from fake_llm import serve
+from hermes_host import HermesHost
+
+
+@pytest.fixture(scope="session", params=hermes_install.versions(), ids=lambda v: f"hermes-{v}")
+def hermes_bin(request):
+    return hermes_install.ensure(request.param)
+
+
+class Endpoints:
+    """Fake LLM endpoints started by a test, each in a thread of the test process."""
+
+    def __init__(self):
+        self.servers = []
+
+    def start(self, hold: float = 1.0, final_hold: float = 8.0):
+        import threading
+
+        server = serve(hold, final_hold)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        self.servers.append(server)
+        return server
+
+    def stop(self):
+        for server in self.servers:
+            server.shutdown()
+            server.server_close()
+
+
+@pytest.fixture
+def llm():
+    endpoints = Endpoints()
+    yield endpoints
+    endpoints.stop()
+
+
+@pytest.fixture
+def host(tmp_path, hermes_bin):
+    home = tmp_path / "home"
+    home.mkdir()
+    hermes_host = HermesHost(home, hermes_bin)
+    yield hermes_host
+    hermes_host.kill_everything()
+
+
+@pytest.fixture
+def paced_host(host, llm):
+    """A Hermes home whose profile `worker` talks to a fake LLM (1 s tool call, 8 s final reply)."""
+    endpoint = llm.start(hold=1.0, final_hold=8.0)
+    port = endpoint.server_address[1]
+    host.configure(port, {"worker": port})
+    host.endpoint = endpoint
+    return host

@@ -1,0 +1,155 @@
+"""A real Hermes home in a temporary directory: root config, worker profiles, boards and cards.
+
+Workers are real `hermes` processes started by the real dispatcher; their model block points at a
+fake LLM endpoint on 127.0.0.1. Everything a test starts is found again by the HOME in its
+environment and killed at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+CAPPED = REPO / "scripts" / "hermes-kanban-dispatch-capped.sh"
+SUBMINUTE = REPO / "scripts" / "hermes-kanban-dispatch-subminute.sh"
+
+# 0.14 starts workers with the skill `kanban-worker`, which its wheel does not ship.
+WORKER_SKILL = "---\nname: kanban-worker\ndescription: Work one kanban task.\n---\nDo the task, then call kanban_complete.\n"
+
+
+def model_block(port: int) -> str:
+    return (f"model:\n  default: fake-model\n  provider: custom\n"
+            f"  base_url: http://127.0.0.1:{port}/v1\n  api_key: x\n")
+
+
+class HermesHost:
+    def __init__(self, home: Path, hermes_bin: Path):
+        self.home = home
+        self.hermes_bin = hermes_bin
+        self.root = home / ".hermes"
+        self.env = {
+            "HOME": str(home),
+            "PATH": f"{hermes_bin.parent}:/usr/local/bin:/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+            "HERMES_BIN": str(hermes_bin),
+            "PACER_LOCK_DIR": str(home / "locks"),
+        }
+
+    # --- setup -------------------------------------------------------------------------------
+    def configure(self, port: int, profiles: dict[str, int] | None = None) -> None:
+        """Root config and one profile per name, each pointing at the fake LLM on its port."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._write_config(self.root, port)
+        for name, profile_port in (profiles or {}).items():
+            self.run("profile", "create", name, "--clone", "--no-alias")
+            self._write_config(self.root / "profiles" / name, profile_port)
+        self.kanban("init")
+
+    def _write_config(self, home: Path, port: int, extra: str = "") -> None:
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "config.yaml").write_text(model_block(port) + "kanban:\n  dispatch_in_gateway: false\n" + extra)
+        skill = home / "skills" / "kanban-worker" / "SKILL.md"
+        skill.parent.mkdir(parents=True, exist_ok=True)
+        skill.write_text(WORKER_SKILL)
+
+    def add_root_kanban_setting(self, line: str) -> None:
+        config = self.root / "config.yaml"
+        config.write_text(config.read_text() + f"  {line}\n")
+
+    def create_board(self, slug: str) -> None:
+        self.kanban("boards", "create", slug)
+
+    def create_cards(self, count: int, assignee: str = "worker", board: str | None = None) -> list[str]:
+        return [json.loads(self.kanban("create", f"card {i}", "--assignee", assignee, "--json",
+                                       board=board))["id"] for i in range(count)]
+
+    # --- hermes ------------------------------------------------------------------------------
+    def run(self, *args: str) -> str:
+        proc = subprocess.run([str(self.hermes_bin), *args], env=self.env, capture_output=True,
+                              text=True, timeout=120, check=False)
+        if proc.returncode != 0:
+            raise AssertionError(f"hermes {' '.join(args)} failed ({proc.returncode}): {proc.stderr[-800:]}")
+        return proc.stdout
+
+    def kanban(self, *args: str, board: str | None = None) -> str:
+        return self.run("kanban", *(["--board", board] if board else []), *args)
+
+    def statuses(self, board: str | None = None) -> dict[str, str]:
+        return {task["id"]: task["status"] for task in json.loads(self.kanban("list", "--json", board=board))}
+
+    # --- the pacer ---------------------------------------------------------------------------
+    def pacer_env(self, **overrides: str) -> dict[str, str]:
+        env = dict(self.env)
+        env.update(overrides)
+        return {key: value for key, value in env.items() if value is not None}
+
+    def capped(self, timeout: float = 120, **overrides: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(CAPPED)], env=self.pacer_env(**overrides), capture_output=True,
+                              text=True, timeout=timeout, check=False)
+
+    def subminute(self, **overrides: str) -> subprocess.Popen:
+        return subprocess.Popen([str(SUBMINUTE)], env=self.pacer_env(**overrides), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+    # --- observation -------------------------------------------------------------------------
+    def workers(self) -> dict[str, str]:
+        """Live worker processes of this home: pid -> board, read from /proc independently of the pacer."""
+        found = {}
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                if b"work kanban task" not in cmdline:
+                    continue
+                env = dict(e.split(b"=", 1) for e in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+                           if b"=" in e)
+            except OSError:
+                continue
+            if env.get(b"HOME", b"").decode() == str(self.home):
+                found[pid] = env.get(b"HERMES_KANBAN_BOARD", b"?").decode()
+        return found
+
+    def wait_all_done(self, boards: list[str | None], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(set(self.statuses(board).values()) == {"done"} for board in boards) and not self.workers():
+                return True
+            time.sleep(1)
+        return False
+
+    def kill_everything(self) -> None:
+        for pid in self.workers():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+class WorkerSampler(threading.Thread):
+    """Samples the live workers of a home every 50 ms and keeps the peak per board."""
+
+    def __init__(self, host: HermesHost):
+        super().__init__(daemon=True)
+        self.host = host
+        self.peak: dict[str, int] = {}
+        self.peak_total = 0
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            boards: dict[str, int] = {}
+            for board in self.host.workers().values():
+                boards[board] = boards.get(board, 0) + 1
+            for board, count in boards.items():
+                self.peak[board] = max(self.peak.get(board, 0), count)
+            self.peak_total = max(self.peak_total, sum(boards.values()))
+            self._stop_event.wait(0.05)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
