@@ -99,7 +99,11 @@ class HermesHost:
 
     # --- observation -------------------------------------------------------------------------
     def workers(self) -> dict[str, str]:
-        """Live worker processes of this home: pid -> board, read from /proc independently of the pacer."""
+        """Live workers of this home: card id -> board, read from /proc independently of the pacer.
+
+        A worker is one card's process; its short-lived forks carry the same command line and
+        count once.
+        """
         found = {}
         for pid in filter(str.isdigit, os.listdir("/proc")):
             try:
@@ -111,7 +115,8 @@ class HermesHost:
             except OSError:
                 continue
             if env.get(b"HOME", b"").decode() == str(self.home):
-                found[pid] = env.get(b"HERMES_KANBAN_BOARD", b"?").decode()
+                task = cmdline.split(b"work kanban task ", 1)[1].split(b"\0", 1)[0].decode()
+                found[task] = env.get(b"HERMES_KANBAN_BOARD", b"?").decode()
         return found
 
     def wait_all_done(self, boards: list[str | None], timeout: float) -> bool:
@@ -123,11 +128,17 @@ class HermesHost:
         return False
 
     def kill_everything(self) -> None:
-        for pid in self.workers():
+        """Kill every process whose environment carries this home (workers and their children)."""
+        for pid in filter(str.isdigit, os.listdir("/proc")):
             try:
-                os.kill(int(pid), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+                environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if f"HOME={self.home}".encode() in environ:
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
 
 
 class WorkerSampler(threading.Thread):
