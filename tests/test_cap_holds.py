@@ -58,3 +58,35 @@ def test_cap_holds_per_board_with_a_second_board(host, llm):
     for endpoint in (first, second):
         assert endpoint.recorder.stats()["peak_in_flight"] == CAP, logs
     assert max(sampler.peak.values()) <= CAP, (sampler.peak, logs)
+
+
+def test_a_worker_that_appears_during_dispatch_makes_the_pass_hand_back(paced_host):
+    """The race the cap must survive: between the pacer's count and Hermes' own, a card completes
+    and its worker goes on to its final call. Hermes sees a free slot; the GPU does not.
+
+    The window is reproduced by a `hermes` wrapper that starts a process looking like such a
+    worker (same command line and board database in its environment) and then runs the real CLI.
+    """
+    cards = paced_host.create_cards(3)
+    db = paced_host.root / "kanban.db"
+    wrapper = paced_host.home / "hermes-with-late-worker"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        'case "$*" in *" dispatch "*)\n'
+        f"  HERMES_KANBAN_DB={db} HERMES_KANBAN_BOARD=default setsid python3 -c "
+        "'import time; time.sleep(60)' 'work kanban task t_finishing' </dev/null >/dev/null 2>&1 &\n"
+        "  sleep 0.5;;\nesac\n"
+        f'exec {paced_host.hermes_bin} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+
+    proc = paced_host.capped(MAX_PARALLEL=str(CAP), HERMES_BIN=str(wrapper))
+
+    fields = dict(part.split("=", 1) for part in proc.stdout.split() if "=" in part)
+    spawned, reclaimed = fields["spawned"].split(","), fields["reclaimed"].split(",")
+    assert len(spawned) == 2 and reclaimed == spawned[-1:], proc.stdout + proc.stderr
+    statuses = paced_host.statuses()
+    assert statuses[reclaimed[0]] == "ready"
+    assert [t for t in cards if statuses[t] == "running"] == spawned[:1]
+    real_workers = set(paced_host.workers()) - {"t_finishing"}
+    assert real_workers <= set(spawned[:1])

@@ -37,7 +37,7 @@ def run(settings: Settings, env: dict[str, str]) -> tuple[int, dict]:
     record: dict = {"board": board, "cap": settings.max_parallel}
     caps = boards.native_caps(boards.config_path(env))
     if caps:
-        record["warning"] = "native_cap_double_counts:" + ",".join(f"{k}={v}" for k, v in sorted(caps.items()))
+        record["warning"] = "native_cap_set:" + ",".join(f"{k}:{v}" for k, v in sorted(caps.items()))
     try:
         locking.ensure_dir(settings.lock_dir)
         lock_fd = locking.try_lock(settings.lock_dir / f"board-{board}.lock")

@@ -60,8 +60,8 @@ def _loop(settings: Settings, env: dict[str, str], clock, sleep) -> int:
     for index in range(settings.runs_per_minute):
         slot = start + index * interval
         now = clock()
-        if now > slot + interval:
-            continue  # the previous pass overran this slot
+        if now >= slot + interval or now >= start + MINUTE:
+            continue  # the previous pass overran this slot: skip it, never catch up
         if now < slot:
             sleep(slot - now)
         budget = max(1.0, start + MINUTE - clock())
