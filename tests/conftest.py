@@ -1,8 +1,7 @@
 from __future__ import annotations
 
-import pytest
-
 import hermes_install
+import pytest
 from fake_llm import serve
 from hermes_host import HermesHost
 

@@ -40,8 +40,11 @@ class Recorder:
 
     def stats(self) -> dict:
         with self.lock:
-            return {"in_flight": self.in_flight, "peak_in_flight": self.peak,
-                    "requests": [dict(entry) for entry in self.requests]}
+            return {
+                "in_flight": self.in_flight,
+                "peak_in_flight": self.peak,
+                "requests": [dict(entry) for entry in self.requests],
+            }
 
     def reset(self) -> None:
         with self.lock:
@@ -77,8 +80,13 @@ class Handler(BaseHTTPRequestHandler):
         if self.path.rstrip("/").endswith("/stats"):
             self._json(200, self.server.recorder.stats())
         elif self.path.rstrip("/").endswith("/models"):
-            self._json(200, {"object": "list", "data": [{"id": "fake-model", "object": "model",
-                                                           "owned_by": "hermes-pacer"}]})
+            self._json(
+                200,
+                {
+                    "object": "list",
+                    "data": [{"id": "fake-model", "object": "model", "owned_by": "hermes-pacer"}],
+                },
+            )
         else:
             self._json(404, {"error": "not found"})
 
@@ -113,12 +121,22 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Connection", "close")
         self.end_headers()
         for delta, finish in deltas:
-            chunk = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()),
-                     "model": "fake-model", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            chunk = {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": "fake-model",
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
             self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
-        usage = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()),
-                 "model": "fake-model", "choices": [],
-                 "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}
+        usage = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": "fake-model",
+            "choices": [],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+        }
         self.wfile.write(f"data: {json.dumps(usage)}\n\ndata: [DONE]\n\n".encode())
         self.wfile.flush()
         self.close_connection = True
@@ -126,8 +144,12 @@ class Handler(BaseHTTPRequestHandler):
 
 def _tool_chunks() -> list[tuple[dict, str | None]]:
     arguments = json.dumps({"summary": "done by the fake LLM", "result": "ok"})
-    call = {"index": 0, "id": "call_fake_1", "type": "function",
-            "function": {"name": "kanban_complete", "arguments": arguments}}
+    call = {
+        "index": 0,
+        "id": "call_fake_1",
+        "type": "function",
+        "function": {"name": "kanban_complete", "arguments": arguments},
+    }
     return [({"role": "assistant", "content": None, "tool_calls": [call]}, None), ({}, "tool_calls")]
 
 
@@ -140,9 +162,14 @@ def _as_completion(deltas: list[tuple[dict, str | None]]) -> dict:
     for delta, _ in deltas:
         message.update({key: value for key, value in delta.items() if key != "role"})
     finish = deltas[-1][1]
-    return {"id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()),
-            "model": "fake-model", "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": "fake-model",
+        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+    }
 
 
 def serve(hold: float, final_hold: float, port: int = 0) -> ThreadingHTTPServer:

@@ -7,6 +7,7 @@ environment and killed at the end.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -20,12 +21,17 @@ CAPPED = REPO / "scripts" / "hermes-kanban-dispatch-capped.sh"
 SUBMINUTE = REPO / "scripts" / "hermes-kanban-dispatch-subminute.sh"
 
 # 0.14 starts workers with the skill `kanban-worker`, which its wheel does not ship.
-WORKER_SKILL = "---\nname: kanban-worker\ndescription: Work one kanban task.\n---\nDo the task, then call kanban_complete.\n"
+WORKER_SKILL = (
+    "---\nname: kanban-worker\ndescription: Work one kanban task.\n---\n"
+    "Do the task, then call kanban_complete.\n"
+)
 
 
 def model_block(port: int) -> str:
-    return (f"model:\n  default: fake-model\n  provider: custom\n"
-            f"  base_url: http://127.0.0.1:{port}/v1\n  api_key: x\n")
+    return (
+        f"model:\n  default: fake-model\n  provider: custom\n"
+        f"  base_url: http://127.0.0.1:{port}/v1\n  api_key: x\n"
+    )
 
 
 class HermesHost:
@@ -53,7 +59,9 @@ class HermesHost:
 
     def _write_config(self, home: Path, port: int, extra: str = "") -> None:
         home.mkdir(parents=True, exist_ok=True)
-        (home / "config.yaml").write_text(model_block(port) + "kanban:\n  dispatch_in_gateway: false\n" + extra)
+        (home / "config.yaml").write_text(
+            model_block(port) + "kanban:\n  dispatch_in_gateway: false\n" + extra
+        )
         skill = home / "skills" / "kanban-worker" / "SKILL.md"
         skill.parent.mkdir(parents=True, exist_ok=True)
         skill.write_text(WORKER_SKILL)
@@ -66,13 +74,23 @@ class HermesHost:
         self.kanban("boards", "create", slug)
 
     def create_cards(self, count: int, assignee: str = "worker", board: str | None = None) -> list[str]:
-        return [json.loads(self.kanban("create", f"card {i}", "--assignee", assignee, "--json",
-                                       board=board))["id"] for i in range(count)]
+        return [
+            json.loads(self.kanban("create", f"card {i}", "--assignee", assignee, "--json", board=board))[
+                "id"
+            ]
+            for i in range(count)
+        ]
 
     # --- hermes ------------------------------------------------------------------------------
     def run(self, *args: str) -> str:
-        proc = subprocess.run([str(self.hermes_bin), *args], env=self.env, capture_output=True,
-                              text=True, timeout=120, check=False)
+        proc = subprocess.run(
+            [str(self.hermes_bin), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         if proc.returncode != 0:
             raise AssertionError(f"hermes {' '.join(args)} failed ({proc.returncode}): {proc.stderr[-800:]}")
         return proc.stdout
@@ -90,12 +108,24 @@ class HermesHost:
         return {key: value for key, value in env.items() if value is not None}
 
     def capped(self, timeout: float = 120, **overrides: str) -> subprocess.CompletedProcess:
-        return subprocess.run([str(CAPPED)], env=self.pacer_env(**overrides), capture_output=True,
-                              text=True, timeout=timeout, check=False)
+        return subprocess.run(
+            [str(CAPPED)],
+            env=self.pacer_env(**overrides),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
 
     def subminute(self, **overrides: str) -> subprocess.Popen:
-        return subprocess.Popen([str(SUBMINUTE)], env=self.pacer_env(**overrides), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        return subprocess.Popen(
+            [str(SUBMINUTE)],
+            env=self.pacer_env(**overrides),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
 
     # --- observation -------------------------------------------------------------------------
     def workers(self) -> dict[str, str]:
@@ -110,8 +140,11 @@ class HermesHost:
                 cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
                 if b"work kanban task" not in cmdline:
                     continue
-                env = dict(e.split(b"=", 1) for e in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-                           if b"=" in e)
+                env = dict(
+                    e.split(b"=", 1)
+                    for e in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+                    if b"=" in e
+                )
             except OSError:
                 continue
             if env.get(b"HOME", b"").decode() == str(self.home):
@@ -135,10 +168,8 @@ class HermesHost:
             except OSError:
                 continue
             if f"HOME={self.home}".encode() in environ:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(int(pid), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
 
 
 class WorkerSampler(threading.Thread):

@@ -40,8 +40,16 @@ def ensure(version: str) -> Path:
             shutil.rmtree(venv, ignore_errors=True)
             print(f"installing hermes-agent=={version} into {venv}", file=sys.stderr, flush=True)
             subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-            subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check",
-                            f"hermes-agent=={version}"], check=True)
+            subprocess.run(
+                [
+                    str(venv / "bin" / "pip"),
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    f"hermes-agent=={version}",
+                ],
+                check=True,
+            )
             marker.write_text(version + "\n")
     return venv / "bin" / "hermes"
 

@@ -6,7 +6,6 @@ import os
 import signal
 
 import pytest
-
 from hermes_host import WorkerSampler
 
 pytestmark = pytest.mark.hermes
@@ -20,8 +19,11 @@ def _pace_until_done(host, boards: dict[str | None, dict], timeout: float = 240)
     loops = []
     try:
         for board, env in boards.items():
-            loops.append(host.subminute(MAX_PARALLEL=str(CAP), RUNS_PER_MINUTE="30",
-                                        **({"BOARD": board} if board else {}), **env))
+            loops.append(
+                host.subminute(
+                    MAX_PARALLEL=str(CAP), RUNS_PER_MINUTE="30", **({"BOARD": board} if board else {}), **env
+                )
+            )
         finished = host.wait_all_done(list(boards), timeout)
     finally:
         for loop in loops:
@@ -47,8 +49,9 @@ def test_cap_holds_at_the_endpoint_through_a_burst(paced_host):
 
 def test_cap_holds_per_board_with_a_second_board(host, llm):
     first, second = llm.start(hold=1.0, final_hold=8.0), llm.start(hold=1.0, final_hold=8.0)
-    host.configure(first.server_address[1], {"worker": first.server_address[1],
-                                             "other-worker": second.server_address[1]})
+    host.configure(
+        first.server_address[1], {"worker": first.server_address[1], "other-worker": second.server_address[1]}
+    )
     host.create_board("other")
     host.create_cards(4)
     host.create_cards(4, assignee="other-worker", board="other")

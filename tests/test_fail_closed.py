@@ -86,11 +86,15 @@ def test_no_hermes_on_path_is_bad_input(paced_host):
     _nothing_dispatched(paced_host, cards)
 
 
-@pytest.mark.parametrize(("body", "reason"), [
-    ("echo 'Error: database is locked' >&2; exit 1", "hermes_failed"),
-    ("echo 'not json'", "hermes_bad_json"),
-    ("exec sleep 300", "hermes_timeout"),
-], ids=["failing", "bad-json", "hung"])
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ("echo 'Error: database is locked' >&2; exit 1", "hermes_failed"),
+        ("echo 'not json'", "hermes_bad_json"),
+        ("exec sleep 300", "hermes_timeout"),
+    ],
+    ids=["failing", "bad-json", "hung"],
+)
 def test_a_broken_hermes_dispatches_nothing_and_releases_the_lock(paced_host, body, reason):
     cards = paced_host.create_cards(3)
     broken = _fake_hermes(paced_host, "broken-hermes", body)

@@ -33,21 +33,29 @@ exit status: 0 done (a skip included), 1 failed closed (nothing dispatched, reas
 
 DESCRIPTIONS = {
     "capped": "One pacing pass: count cards in running and live worker processes of the board, "
-              "and dispatch only the free slots.",
+    "and dispatch only the free slots.",
     "subminute": "RUNS_PER_MINUTE capped passes spread evenly over one minute (for cron).",
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="hermes-pacer", formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="hermes-pacer",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Pace Hermes Kanban dispatch so a board never has more than MAX_PARALLEL "
-                    "live workers at its LLM endpoint.", epilog=ENVIRONMENT)
+        "live workers at its LLM endpoint.",
+        epilog=ENVIRONMENT,
+    )
     parser.add_argument("--version", action="version", version=f"hermes-pacer {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     for name, text in DESCRIPTIONS.items():
-        commands.add_parser(name, help=text, description=text, epilog=ENVIRONMENT,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        commands.add_parser(
+            name,
+            help=text,
+            description=text,
+            epilog=ENVIRONMENT,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
     args = parser.parse_args(argv)
     env = dict(os.environ)
     try:

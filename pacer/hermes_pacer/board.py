@@ -7,6 +7,7 @@ The paths follow Hermes' own resolution (hermes_cli.kanban_db.kanban_db_path).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sqlite3
 from dataclasses import dataclass, field
@@ -40,10 +41,8 @@ def hermes_root(env: dict[str, str]) -> Path:
 def current_board(root: Path, env: dict[str, str]) -> str:
     """The board Hermes uses when none is named: env, then <root>/kanban/current, then default."""
     candidates = [env.get("HERMES_KANBAN_BOARD", "")]
-    try:
+    with contextlib.suppress(OSError):
         candidates.append((root / "kanban" / "current").read_text(encoding="utf-8"))
-    except OSError:
-        pass
     for raw in candidates:
         slug = raw.strip().lower()
         if slug and re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,63}", slug) and db_path(root, slug, {}).exists():

@@ -28,8 +28,9 @@ def plan(cap: int, running: frozenset[str], workers: frozenset[str], unattribute
     return Plan(occupied=occupied, lingering=lingering, slots=slots, max_arg=max_arg)
 
 
-def excess(cap: int, running: frozenset[str], workers: frozenset[str], spawned: list[str],
-           unattributed: int = 0) -> list[str]:
+def excess(
+    cap: int, running: frozenset[str], workers: frozenset[str], spawned: list[str], unattributed: int = 0
+) -> list[str]:
     """Cards of this pass to hand back when the cap was overrun after the fact.
 
     A card that completes between the count and Hermes' own count frees a slot for Hermes but not
@@ -38,4 +39,4 @@ def excess(cap: int, running: frozenset[str], workers: frozenset[str], spawned: 
     """
     occupied = len(running | workers | frozenset(spawned)) + unattributed
     over = max(0, occupied - cap)
-    return spawned[len(spawned) - over:] if over else []
+    return spawned[len(spawned) - over :] if over else []

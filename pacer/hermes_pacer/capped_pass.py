@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from . import board as boards
-from . import capacity, locking, passlog, workers
+from . import capacity, locking, workers
 from .hermes import Hermes, HermesFailed
 from .settings import Settings
 
@@ -54,8 +54,9 @@ def run(settings: Settings, env: dict[str, str]) -> tuple[int, dict]:
     return code, result
 
 
-def _locked_pass(settings: Settings, env: dict[str, str], root: Path, board: str,
-                 lock_fd: int) -> tuple[int, dict]:
+def _locked_pass(
+    settings: Settings, env: dict[str, str], root: Path, board: str, lock_fd: int
+) -> tuple[int, dict]:
     db = boards.db_path(root, board, env)
     cap = settings.max_parallel
     try:
@@ -64,12 +65,16 @@ def _locked_pass(settings: Settings, env: dict[str, str], root: Path, board: str
         return 1, {"reason": "count_unknown", "error": str(exc)}
     step = capacity.plan(cap, snap.running, live.tasks, live.unattributed)
     record = {
-        "running": len(snap.running), "workers": len(live.tasks) + live.unattributed,
-        "lingering": step.lingering, "occupied": step.occupied, "slots": step.slots,
+        "running": len(snap.running),
+        "workers": len(live.tasks) + live.unattributed,
+        "lingering": step.lingering,
+        "occupied": step.occupied,
+        "slots": step.slots,
         "ready": snap.ready,
     }
     housekeeping = (snap.running or snap.ready or snap.todo) and _housekeeping_due(
-        lock_fd, settings.housekeeping_seconds, time.time())
+        lock_fd, settings.housekeeping_seconds, time.time()
+    )
     if not housekeeping:
         if snap.ready == 0:
             return 0, {**record, "reason": "no_ready"}
@@ -90,8 +95,9 @@ def _locked_pass(settings: Settings, env: dict[str, str], root: Path, board: str
     return _hand_back_overrun(hermes, cap, db, board, spawned, record)
 
 
-def _hand_back_overrun(hermes: Hermes, cap: int, db: Path, board: str, spawned: list[str],
-                       record: dict) -> tuple[int, dict]:
+def _hand_back_overrun(
+    hermes: Hermes, cap: int, db: Path, board: str, spawned: list[str], record: dict
+) -> tuple[int, dict]:
     try:
         snap, live = _count(db, board)
     except (boards.BoardUnreadable, OSError) as exc:

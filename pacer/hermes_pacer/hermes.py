@@ -31,8 +31,13 @@ class Hermes:
     def run(self, *args: str) -> str:
         argv = [self.binary, "kanban", "--board", self.board, *args]
         try:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, start_new_session=True)
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
         except OSError as exc:
             raise HermesFailed("hermes_unavailable", f"{self.binary}: {exc.strerror}") from exc
         try:

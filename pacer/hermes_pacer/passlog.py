@@ -6,8 +6,24 @@ import json
 import sys
 import time
 
-FIELDS = ("time", "board", "cap", "running", "workers", "lingering", "occupied", "slots", "ready",
-          "max", "spawned", "reclaimed", "reason", "warning", "error", "ms")
+FIELDS = (
+    "time",
+    "board",
+    "cap",
+    "running",
+    "workers",
+    "lingering",
+    "occupied",
+    "slots",
+    "ready",
+    "max",
+    "spawned",
+    "reclaimed",
+    "reason",
+    "warning",
+    "error",
+    "ms",
+)
 
 
 def _kv_value(value: object) -> str:

@@ -24,15 +24,28 @@ def _one_pass(settings: Settings, env: dict[str, str], budget: float) -> int:
         passlog.emit(record, settings.log_format)
         return code
     try:
-        return subprocess.run([settings.cap_script], env=env, stdin=subprocess.DEVNULL,
-                              timeout=budget, check=False).returncode
+        return subprocess.run(
+            [settings.cap_script], env=env, stdin=subprocess.DEVNULL, timeout=budget, check=False
+        ).returncode
     except subprocess.TimeoutExpired:
-        passlog.emit({"board": settings.board, "reason": "cap_script_timeout",
-                      "error": f"{settings.cap_script} ran over {budget:g}s"}, settings.log_format)
+        passlog.emit(
+            {
+                "board": settings.board,
+                "reason": "cap_script_timeout",
+                "error": f"{settings.cap_script} ran over {budget:g}s",
+            },
+            settings.log_format,
+        )
         return 1
     except OSError as exc:
-        passlog.emit({"board": settings.board, "reason": "cap_script_unavailable",
-                      "error": f"{settings.cap_script}: {exc.strerror}"}, settings.log_format)
+        passlog.emit(
+            {
+                "board": settings.board,
+                "reason": "cap_script_unavailable",
+                "error": f"{settings.cap_script}: {exc.strerror}",
+            },
+            settings.log_format,
+        )
         return 1
 
 
