@@ -15,7 +15,7 @@ SHELL_SCRIPTS = [
     "tasks.sh",
     ".ci/run",
 ]
-PYTHON_SOURCES = ["pacer", "tests", "tasks.py"]
+PYTHON_SOURCES = ["pacer", "tests", "roles", "tasks.py"]
 
 
 def _venv_bin(name: str) -> str:
