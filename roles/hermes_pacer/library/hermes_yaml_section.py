@@ -76,7 +76,8 @@ def _block_end(lines, start, indent_len):
     end = start + 1
     while end < len(lines):
         line = lines[end]
-        if line.strip() and not line.lstrip().startswith("#") and len(line) - len(line.lstrip()) <= indent_len:
+        content = line.strip() and not line.lstrip().startswith("#")
+        if content and len(line) - len(line.lstrip()) <= indent_len:
             break
         end += 1
     # Trailing blank or comment lines belong to whatever follows.
