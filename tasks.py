@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import resource
+import shutil
 import sys
+import zipfile
 from pathlib import Path
 
 from invoke import task
@@ -15,7 +18,7 @@ SHELL_SCRIPTS = [
     "tasks.sh",
     ".ci/run",
 ]
-PYTHON_SOURCES = ["pacer", "tests", "roles", "tasks.py"]
+PYTHON_SOURCES = ["pacer", "tests", "library", "tasks.py"]
 
 
 def _venv_bin(name: str) -> str:
@@ -38,12 +41,106 @@ def hermes(c):
     c.run(f"{sys.executable} {REPO / 'tests' / 'hermes_install.py'}")
 
 
-@task(pre=[lint, hermes], help={"k": "only tests matching this pytest -k expression"})
-def test(c, k=""):
-    """The whole test suite: linters, then pytest against real Hermes releases."""
+@task(help={"k": "only tests matching this pytest -k expression"})
+def pytest(c, k=""):
+    """pytest against real Hermes releases (installs them first)."""
+    hermes(c)
     selection = f" -k {k!r}" if k else ""
     with c.cd(str(REPO)):
-        c.run(f"{sys.executable} -m pytest{selection}", pty=False)
+        c.run(f"{sys.executable} -m pytest{selection}")
+
+
+# --- Molecule -----------------------------------------------------------------------------------
+CACHE = Path(os.environ.get("HERMES_PACER_CACHE") or Path.home() / ".cache" / "hermes-pacer")
+PODMAN_PACKAGES = (
+    "podman debootstrap runc conmon containernetworking-plugins fuse-overlayfs slirp4netns "
+    "uidmap catatonit iptables"
+)
+# The `ansible` wheel carries the collections Molecule's podman driver needs; Galaxy is not reachable.
+ANSIBLE_WHEEL = "ansible==12.3.0"
+COLLECTIONS = ("containers/podman", "ansible/posix", "community/general")
+SCENARIOS = ("systemd", "cron", "migration")
+SCENARIO_HERMES = {"systemd": "0.19.0", "cron": "0.14.0", "migration": "0.19.0"}
+
+
+def _containers_conf() -> Path:
+    """podman settings that work on a host whose PID 1 is not systemd and whose cgroups are hybrid."""
+    nofile = min(20000, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+    nproc = min(32768, resource.getrlimit(resource.RLIMIT_NPROC)[1])
+    conf = CACHE / "podman" / "containers.conf"
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    conf.write_text(
+        "[containers]\n"
+        f'default_ulimits = ["nofile={nofile}:{nofile}", "nproc={nproc}:{nproc}"]\n'
+        "[engine]\n"
+        'runtime = "runc"\n'
+        'cgroup_manager = "cgroupfs"\n'
+    )
+    return conf
+
+
+def _collections(c) -> Path:
+    target = CACHE / "collections"
+    if all((target / "ansible_collections" / name / "MANIFEST.json").exists() for name in COLLECTIONS):
+        return target
+    wheels = CACHE / "wheels"
+    c.run(f"{sys.executable} -m pip download --quiet --no-deps -d {wheels} {ANSIBLE_WHEEL}")
+    wheel = next(wheels.glob("ansible-*.whl"))
+    with zipfile.ZipFile(wheel) as archive:
+        for name in archive.namelist():
+            if name.startswith(tuple(f"ansible_collections/{n}/" for n in COLLECTIONS)):
+                archive.extract(name, target)
+    return target
+
+
+def _wheelhouse(c, versions) -> Path:
+    """hermes-agent and its dependencies as wheels, installed in the containers without a network."""
+    house = CACHE / "wheelhouse"
+    for version in versions:
+        folder = house / version
+        if not (folder / ".complete").exists():
+            c.run(f"{sys.executable} -m pip download --quiet -d {folder} hermes-agent=={version}")
+            (folder / ".complete").write_text(version)
+    return house
+
+
+@task
+def molecule_env(c):
+    """Prepare Molecule: podman, the Debian image, the collections, a wheelhouse of Hermes."""
+    if shutil.which("podman") is None or shutil.which("debootstrap") is None:
+        c.run("apt-get update -qq")
+        c.run(
+            f"DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends {PODMAN_PACKAGES}"
+        )
+    os.environ["CONTAINERS_CONF"] = str(_containers_conf())
+    image = c.run(f"{REPO / 'molecule' / 'images' / 'build.sh'}", hide="out").stdout.strip().splitlines()[-1]
+    os.environ.update(
+        {
+            "HERMES_PACER_IMAGE": image,
+            "HERMES_PACER_REPO": str(REPO),
+            "HERMES_PACER_WHEELHOUSE": str(_wheelhouse(c, sorted(set(SCENARIO_HERMES.values())))),
+            "ANSIBLE_COLLECTIONS_PATH": str(_collections(c)),
+            "MOLECULE_NO_LOG": "false",
+        }
+    )
+
+
+@task(help={"scenario": f"one of {', '.join(SCENARIOS)} (default: all)", "command": "molecule command"})
+def molecule(c, scenario="", command="test"):
+    """Molecule scenarios on real systemd and cron in podman containers."""
+    molecule_env(c)
+    with c.cd(str(REPO)):
+        for name in [scenario] if scenario else SCENARIOS:
+            if (REPO / "molecule" / name / "molecule.yml").exists():
+                c.run(f"{_venv_bin('molecule')} {command} -s {name}")
+
+
+@task(pre=[lint], help={"k": "only pytest tests matching this -k expression (Molecule is skipped)"})
+def test(c, k=""):
+    """The whole test suite: linters, pytest against real Hermes releases, Molecule scenarios."""
+    pytest(c, k=k)
+    if not k:
+        molecule(c)
 
 
 @task(help={"board": "board slug (default: the current board)", "max_parallel": "the cap (default 2)"})

@@ -14,4 +14,6 @@ if [ ! -x "$venv/bin/invoke" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
   "$venv/bin/pip" install --quiet --disable-pip-version-check -e '.[dev]'
   echo "$want" > "$stamp"
 fi
+PATH="$PWD/$venv/bin:$PATH"
+export PATH
 exec "$venv/bin/invoke" "$@"

@@ -22,6 +22,8 @@ options:
   section: {description: Top-level key of the mapping to edit., type: str, required: true}
   set: {description: Scalar keys to set in the mapping., type: dict, default: {}}
   unset: {description: Keys to remove from the mapping., type: list, elements: str, default: []}
+  known: {description: "Keys the installed Hermes reads in this mapping; others are warned about. Empty: no check.", type: list, elements: str, default: []}
+  unset_unknown: {description: Remove the keys that are not in C(known)., type: bool, default: false}
   create: {description: Create the file when it is missing., type: bool, default: false}
   backup: {description: Keep a timestamped copy of the file before changing it., type: bool, default: true}
 extends_documentation_fragment: [files]
@@ -29,6 +31,7 @@ extends_documentation_fragment: [files]
 
 RETURN = r"""
 removed: {description: Keys removed, with the values they had., type: dict, returned: always}
+unknown: {description: Keys of the mapping the installed Hermes ignores., type: list, returned: always}
 keys: {description: Keys of the mapping after the edit., type: list, returned: always}
 backup_file: {description: Path of the backup., type: str, returned: changed and backup}
 """
@@ -164,6 +167,8 @@ def main():
             "section": {"type": "str", "required": True},
             "set": {"type": "dict", "default": {}},
             "unset": {"type": "list", "elements": "str", "default": []},
+            "known": {"type": "list", "elements": "str", "default": []},
+            "unset_unknown": {"type": "bool", "default": False},
             "create": {"type": "bool", "default": False},
             "backup": {"type": "bool", "default": True},
         },
@@ -180,12 +185,27 @@ def main():
         text = ""
     else:
         module.fail_json(msg=f"{path} does not exist")
+    section, known = module.params["section"], set(module.params["known"])
+    unset = list(module.params["unset"])
+    unknown = []
+    if known:
+        try:
+            present = (yaml.safe_load(text) or {}).get(section) or {}
+        except (yaml.YAMLError, AttributeError):
+            present = {}  # edit() below reports it
+        unknown = sorted(
+            k for k in present if isinstance(present, dict) and k not in known and k not in unset
+        )
+        if module.params["unset_unknown"]:
+            unset += unknown
+        for key in unknown:
+            module.warn(f"{path}: {section}.{key} is not read by the installed Hermes")
     try:
-        new_text, removed = edit(text, module.params["section"], module.params["set"], module.params["unset"])
+        new_text, removed = edit(text, section, module.params["set"], unset)
     except EditError as exc:
         module.fail_json(msg=f"{path}: {exc}")
     keys = sorted(((yaml.safe_load(new_text) or {}).get(module.params["section"]) or {}).keys())
-    result = {"changed": new_text != text, "removed": removed, "keys": keys, "path": path}
+    result = {"changed": new_text != text, "removed": removed, "keys": keys, "path": path, "unknown": unknown}
     if module._diff:
         result["diff"] = {"before": text, "after": new_text, "before_header": path, "after_header": path}
     if result["changed"] and not module.check_mode:

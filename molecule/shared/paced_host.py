@@ -1,0 +1,94 @@
+"""Checks the Molecule scenarios run inside their container (testinfra, podman connection).
+
+They do real work: the project's fake LLM endpoint runs in the container, cards are created on
+real boards, the scheduler (not the test) dispatches them, and the endpoint's record says how
+many requests were ever in flight at once.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+HERMES_USER = "hermes"
+HERMES_HOME = "/var/lib/hermes"
+SCRIPTS = "/opt/hermes/scripts"
+LOG_DIR = "/var/log/hermes"
+FAKE_LLM = "/opt/hermes-pacer-tests/fake_llm.py"
+
+
+def as_hermes(host, command: str, hermes_bin: str = "/opt/hermes/venv/bin/hermes"):
+    return host.run(f"runuser -u {HERMES_USER} -- env HOME={HERMES_HOME} {hermes_bin} {command}")
+
+
+def start_llm(host, port: int, hold: float = 1.0, final_hold: float = 6.0) -> None:
+    unit = f"fake-llm-{port}"
+    host.run(f"systemctl stop {unit}")
+    result = host.run(f"systemd-run --unit={unit} python3 {FAKE_LLM} --port {port} --hold {hold} "
+                      f"--final-hold {final_hold}")
+    assert result.rc == 0, result.stderr
+    for _ in range(50):
+        if host.run(f"curl -sf http://127.0.0.1:{port}/stats").rc == 0:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"the fake LLM on port {port} did not start")
+
+
+def llm_stats(host, port: int) -> dict:
+    return json.loads(host.check_output(f"curl -sf http://127.0.0.1:{port}/stats"))
+
+
+def create_cards(host, board: str, count: int, assignee: str) -> list[str]:
+    ids = []
+    for index in range(count):
+        out = as_hermes(host, f"kanban --board {board} create 'card {index}' --assignee {assignee} --json")
+        assert out.rc == 0, out.stderr
+        ids.append(json.loads(out.stdout)["id"])
+    return ids
+
+
+def statuses(host, board: str) -> dict[str, str]:
+    out = as_hermes(host, f"kanban --board {board} list --json")
+    assert out.rc == 0, out.stderr
+    return {task["id"]: task["status"] for task in json.loads(out.stdout)}
+
+
+def wait_done(host, cards: dict[str, list[str]], timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pending = {board: [c for c, s in statuses(host, board).items() if c in ids and s != "done"]
+                   for board, ids in cards.items()}
+        if not any(pending.values()):
+            return
+        time.sleep(3)
+    logs = host.run(f"tail -n 30 {LOG_DIR}/kanban-dispatch-*.log").stdout
+    raise AssertionError(f"cards not done after {timeout}s: {pending}\n{logs}")
+
+
+def pace_and_measure(host, boards: list[dict], count: int = 4, timeout: float = 300) -> None:
+    """boards: [{name, cap, assignee, port}]. Every board's endpoint must stay at or under its cap,
+    and reach it (the cap was used, not only respected)."""
+    for board in boards:
+        start_llm(host, board["port"])
+    cards = {board["name"]: create_cards(host, board["name"], count, board["assignee"]) for board in boards}
+    wait_done(host, cards, timeout)
+    for board in boards:
+        peak = llm_stats(host, board["port"])["peak_in_flight"]
+        assert peak == board["cap"], f"board {board['name']}: peak {peak} requests in flight, cap {board['cap']}"
+
+
+def check_installed(host) -> None:
+    for name in ("hermes-kanban-dispatch-capped.sh", "hermes-kanban-dispatch-subminute.sh"):
+        script = host.file(f"{SCRIPTS}/{name}")
+        assert script.user == "root" and script.group == "root" and script.mode == 0o755
+    assert host.file(f"{SCRIPTS}/hermes_pacer/capped_pass.py").user == "root"
+    log_dir = host.file(LOG_DIR)
+    assert log_dir.is_directory and log_dir.user == HERMES_USER and log_dir.mode == 0o750
+    assert host.file("/etc/logrotate.d/hermes-pacer").exists
+    assert host.run(f"runuser -u {HERMES_USER} -- test -w {SCRIPTS}/hermes-kanban-dispatch-capped.sh").rc != 0
+
+
+def check_gateway_dispatch_off(host, homes: list[str]) -> None:
+    for home in homes:
+        config = host.file(f"{home}/config.yaml").content_string
+        assert "dispatch_in_gateway: false" in config, f"{home}/config.yaml:\n{config}"

@@ -1,0 +1,30 @@
+"""systemd scenario: timers pace two boards with different caps on hermes-agent 0.19.0."""
+
+from paced_host import HERMES_HOME, check_gateway_dispatch_off, check_installed, pace_and_measure
+
+BOARDS = [
+    {"name": "default", "cap": 2, "assignee": "worker", "port": 18080},
+    {"name": "ops", "cap": 1, "assignee": "ops-worker", "port": 18081},
+]
+
+
+def test_installed(host):
+    check_installed(host)
+    assert not host.file("/etc/cron.d/hermes-pacer").exists
+
+
+def test_gateway_dispatch_off_in_every_home(host):
+    check_gateway_dispatch_off(host, [f"{HERMES_HOME}/.hermes", *(f"{HERMES_HOME}/.hermes/profiles/{p}"
+                                                                   for p in ("worker", "ops-worker"))])
+
+
+def test_one_timer_per_board(host):
+    for board in BOARDS:
+        timer = host.service(f"hermes-pacer-{board['name']}.timer")
+        assert timer.is_enabled and timer.is_running
+        unit = host.file(f"/etc/systemd/system/hermes-pacer-{board['name']}.service").content_string
+        assert f"MAX_PARALLEL={board['cap']}" in unit and f"BOARD={board['name']}" in unit
+
+
+def test_the_timers_hold_each_cap_at_the_endpoint(host):
+    pace_and_measure(host, BOARDS)
