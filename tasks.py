@@ -132,7 +132,8 @@ def molecule(c, scenario="", command="test"):
     with c.cd(str(REPO)):
         for name in [scenario] if scenario else SCENARIOS:
             if (REPO / "molecule" / name / "molecule.yml").exists():
-                c.run(f"{_venv_bin('molecule')} {command} -s {name}")
+                base = REPO / "molecule" / "shared" / "base.yml"
+                c.run(f"{_venv_bin('molecule')} --base-config {base} {command} -s {name}")
 
 
 @task(pre=[lint], help={"k": "only pytest tests matching this -k expression (Molecule is skipped)"})

@@ -17,7 +17,12 @@ LOG_DIR = "/var/log/hermes"
 FAKE_LLM = "/opt/hermes-pacer-tests/fake_llm.py"
 
 
-def as_hermes(host, command: str, hermes_bin: str = "/opt/hermes/venv/bin/hermes"):
+HERMES_BINS = ("/opt/hermes/venv/bin/hermes", "/usr/local/bin/hermes")
+
+
+def as_hermes(host, command: str):
+    """Run hermes as the Hermes user: the role's install, else one installed by hand."""
+    hermes_bin = next(path for path in HERMES_BINS if host.file(path).exists)
     return host.run(f"runuser -u {HERMES_USER} -- env HOME={HERMES_HOME} {hermes_bin} {command}")
 
 
