@@ -27,12 +27,14 @@ def _venv_bin(name: str) -> str:
 
 @task
 def lint(c):
-    """shellcheck on every script, ruff on every Python file."""
+    """shellcheck on every script, ruff on every Python file, yamllint and ansible-lint (production)."""
     with c.cd(str(REPO)):
-        c.run(f"{_venv_bin('shellcheck')} --shell=sh --severity=style {' '.join(SHELL_SCRIPTS[:3])}")
-        c.run(f"{_venv_bin('shellcheck')} --severity=style .ci/run")
+        c.run(f"{_venv_bin('shellcheck')} --shell=sh --severity=style {' '.join(POSIX_SCRIPTS)}")
+        c.run(f"{_venv_bin('shellcheck')} --severity=style {' '.join(BASH_SCRIPTS)}")
         c.run(f"{_venv_bin('ruff')} check {' '.join(PYTHON_SOURCES)}")
         c.run(f"{_venv_bin('ruff')} format --check {' '.join(PYTHON_SOURCES)}")
+        c.run(f"{_venv_bin('yamllint')} --strict .")
+        c.run(f"{_venv_bin('ansible-lint')} --profile production --offline")
 
 
 @task
