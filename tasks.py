@@ -12,12 +12,12 @@ from pathlib import Path
 from invoke import task
 
 REPO = Path(__file__).resolve().parent
-SHELL_SCRIPTS = [
+POSIX_SCRIPTS = [
     "scripts/hermes-kanban-dispatch-capped.sh",
     "scripts/hermes-kanban-dispatch-subminute.sh",
     "tasks.sh",
-    ".ci/run",
 ]
+BASH_SCRIPTS = [".ci/run", "molecule/images/build.sh"]
 PYTHON_SOURCES = ["pacer", "tests", "library", "tasks.py"]
 
 
