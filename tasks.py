@@ -146,6 +146,14 @@ def test(c, k=""):
         molecule(c)
 
 
+@task(help={"limit": "limit the play to these hosts (ansible --limit)", "check": "check mode, with --diff"})
+def provision(c, limit="", check=False):
+    """ansible-playbook site.yml: this machine by default (inventory/hosts.yml)."""
+    options = (f" --limit {limit}" if limit else "") + (" --check --diff" if check else "")
+    with c.cd(str(REPO)):
+        c.run(f"{_venv_bin('ansible-playbook')} site.yml{options}")
+
+
 @task(help={"board": "board slug (default: the current board)", "max_parallel": "the cap (default 2)"})
 def pace(c, board="", max_parallel=2):
     """One capped pacing pass against this machine's Hermes board."""

@@ -23,7 +23,8 @@ if [ -z "$mirror" ]; then
 fi
 mirror=${mirror:-http://deb.debian.org/debian}
 
-packages=systemd,systemd-sysv,dbus,cron,logrotate,python3,python3-venv,python3-yaml,sudo,procps,ca-certificates,curl
+# python3-apt: as on a standard Debian install; Ansible's apt module needs it for check mode.
+packages=systemd,systemd-sysv,dbus,cron,logrotate,python3,python3-apt,python3-venv,python3-yaml,sudo,procps,ca-certificates,curl
 rootfs=$(mktemp -d /var/tmp/hermes-pacer-rootfs.XXXXXX)
 trap 'rm -rf "$rootfs"' EXIT
 

@@ -1,6 +1,12 @@
 """cron scenario: the sub-minute loop paces a board of hermes-agent 0.14.0 (no native caps)."""
 
-from paced_host import HERMES_HOME, check_gateway_dispatch_off, check_installed, pace_and_measure
+import os
+import subprocess
+from pathlib import Path
+
+from paced_host import HERMES_HOME, SCRIPTS, check_gateway_dispatch_off, check_installed, pace_and_measure
+
+REPO = Path(os.environ["HERMES_PACER_REPO"])
 
 
 def test_installed(host):
@@ -24,3 +30,22 @@ def test_the_cron_file_runs_the_sub_minute_loop_as_hermes(host):
 
 def test_cron_holds_the_cap_at_the_endpoint(host):
     pace_and_measure(host, [{"name": "default", "cap": 2, "assignee": "worker", "port": 18080}])
+
+
+def test_uninstall_removes_what_the_roles_installed_and_nothing_else(host):
+    """Last: playbooks/uninstall.yml against this container, then what is left."""
+    playbook = subprocess.run(
+        ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], "-e", "hermes_pacer_hosts=all",
+         str(REPO / "playbooks" / "uninstall.yml")],
+        capture_output=True, text=True, check=False,
+    )
+    assert playbook.returncode == 0, playbook.stdout[-3000:] + playbook.stderr[-2000:]
+    for gone in ("/etc/cron.d/hermes-pacer", "/etc/logrotate.d/hermes-pacer", "/etc/tmpfiles.d/hermes-pacer.conf",
+                 f"{SCRIPTS}/hermes-kanban-dispatch-capped.sh", f"{SCRIPTS}/hermes-kanban-dispatch-subminute.sh",
+                 f"{SCRIPTS}/hermes_pacer", "/run/lock/hermes-pacer"):
+        assert not host.file(gone).exists, gone
+    # Kept: Hermes, its configs (the gateway dispatcher stays off), the boards and the logs.
+    assert host.file("/opt/hermes/venv/bin/hermes").exists
+    assert "dispatch_in_gateway: false" in host.file(f"{HERMES_HOME}/.hermes/config.yaml").content_string
+    assert host.file(f"{HERMES_HOME}/.hermes/kanban.db").exists
+    assert host.file("/var/log/hermes/kanban-dispatch-default.log").exists

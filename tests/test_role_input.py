@@ -1,0 +1,63 @@
+"""Bad role input stops `ansible-playbook site.yml` before any change, naming the variable."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+CASES = [
+    ({"hermes_pacer_boards": [{"name": "default", "max_parallel": 0}]}, "hermes_pacer_boards[0]"),
+    ({"hermes_pacer_boards": [{"name": "Bad Slug"}]}, "hermes_pacer_boards[0]"),
+    ({"hermes_pacer_boards": [{"name": "default", "runs_per_minute": -1}]}, "hermes_pacer_boards[0]"),
+    ({"hermes_pacer_boards": [{"name": "a"}, {"name": "a"}]}, "distinct names"),
+    ({"hermes_pacer_boards": []}, "hermes_pacer_boards is invalid"),
+    (
+        {"hermes_pacer_scheduler": "anacron"},
+        "hermes_pacer_scheduler=anacron is invalid: expected auto, cron or systemd",
+    ),
+    ({"hermes_pacer_hermes_timeout": 0}, "hermes_pacer_hermes_timeout must be 1-3600"),
+    ({"hermes_agent_version": "latest"}, "hermes_agent_version must be X.Y.Z"),
+    ({"hermes_agent_profiles": ["Not A Profile"]}, "hermes_agent_profiles must be"),
+]
+
+
+def _play(extra: dict) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+        "ANSIBLE_NOCOLOR": "1",
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+    return subprocess.run(
+        ["ansible-playbook", "site.yml", "--check", "-e", json.dumps(extra)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"), CASES, ids=[next(iter(e)) + str(i) for i, (e, _) in enumerate(CASES)]
+)
+def test_bad_input_stops_the_play_before_any_change(extra, message):
+    play = _play(extra)
+    assert play.returncode != 0
+    assert message in play.stdout, play.stdout[-3000:]
+    assert "changed=0" in play.stdout.split("PLAY RECAP", 1)[1]
+
+
+@pytest.mark.skipif(Path("/proc/1/comm").read_text().strip() == "systemd", reason="systemd is PID 1 here")
+def test_systemd_is_refused_where_it_is_not_pid_1():
+    play = _play({"hermes_pacer_scheduler": "systemd"})
+    assert play.returncode != 0
+    assert "hermes_pacer_scheduler=systemd but systemd is not PID 1" in play.stdout
