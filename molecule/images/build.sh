@@ -35,7 +35,10 @@ debootstrap --variant=minbase --include="$packages" "$suite" "$rootfs" "$mirror"
 for unit in systemd-remount-fs.service getty.target console-getty.service; do
   ln -sf /dev/null "$rootfs/etc/systemd/system/$unit"
 done
-rm -rf "$rootfs/var/cache/apt/archives/"*.deb "$rootfs/var/lib/apt/lists/"*
+# Package lists, as on any installed Debian host (check mode cannot fetch them).
+cp /etc/resolv.conf "$rootfs/etc/resolv.conf"
+chroot "$rootfs" apt-get update -qq >&2
+rm -rf "$rootfs/var/cache/apt/archives/"*.deb
 tar -C "$rootfs" -c . | podman import \
   --change 'CMD ["/lib/systemd/systemd"]' \
   --change 'ENV container=podman' \
