@@ -18,7 +18,7 @@ POSIX_SCRIPTS = [
     "tasks.sh",
 ]
 BASH_SCRIPTS = [".ci/run", "molecule/images/build.sh"]
-PYTHON_SOURCES = ["pacer", "tests", "library", "tasks.py"]
+PYTHON_SOURCES = ["pacer", "tests", "library", "molecule", "tasks.py"]
 
 
 def _venv_bin(name: str) -> str:
@@ -61,8 +61,14 @@ PODMAN_PACKAGES = (
 # The `ansible` wheel carries the collections Molecule's podman driver needs; Galaxy is not reachable.
 ANSIBLE_WHEEL = "ansible==12.3.0"
 COLLECTIONS = ("containers/podman", "ansible/posix", "community/general")
-SCENARIOS = ("systemd", "cron", "migration")
-SCENARIO_HERMES = {"systemd": "0.19.0", "cron": "0.14.0", "migration": "0.19.0"}
+# Each scenario: the Debian release its container runs and the hermes-agent release it installs.
+SCENARIOS = {
+    "systemd": ("bookworm", "0.19.0"),
+    "cron": ("bookworm", "0.14.0"),
+    "migration": ("bookworm", "0.19.0"),
+    "trixie": ("trixie", "0.19.0"),
+}
+SUITE_PYTHON = {"bookworm": "3.11", "trixie": "3.13"}
 
 
 def _containers_conf() -> Path:
@@ -95,34 +101,37 @@ def _collections(c) -> Path:
     return target
 
 
-def _wheelhouse(c, versions) -> Path:
-    """hermes-agent and its dependencies as wheels, installed in the containers without a network."""
+def _wheelhouse(c, version: str, python: str) -> Path:
+    """hermes-agent and its dependencies as wheels for the container's Python, installed there
+    without a network: <wheelhouse>/<version>-py<python>."""
     house = CACHE / "wheelhouse"
-    for version in versions:
-        folder = house / version
-        if not (folder / ".complete").exists():
-            c.run(f"{sys.executable} -m pip download --quiet -d {folder} hermes-agent=={version}")
-            (folder / ".complete").write_text(version)
+    folder = house / f"{version}-py{python}"
+    if not (folder / ".complete").exists():
+        c.run(
+            f"{sys.executable} -m pip download --quiet --only-binary=:all: --python-version {python} "
+            f"-d {folder} hermes-agent=={version}"
+        )
+        (folder / ".complete").write_text(version)
     return house
 
 
-@task
-def molecule_env(c):
-    """Prepare Molecule: podman, the Debian image, the collections, a wheelhouse of Hermes."""
+def _molecule_env(c, scenario: str) -> None:
+    """Prepare one scenario: podman, its Debian image, the collections, a wheelhouse of Hermes."""
     if shutil.which("podman") is None or shutil.which("debootstrap") is None:
         c.run("apt-get update -qq")
         c.run(
             f"DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends {PODMAN_PACKAGES}"
         )
+    suite, version = SCENARIOS[scenario]
     os.environ["CONTAINERS_CONF"] = str(_containers_conf())
-    image = c.run(f"{REPO / 'molecule' / 'images' / 'build.sh'}", hide="out").stdout.strip().splitlines()[-1]
+    build = REPO / "molecule" / "images" / "build.sh"
+    image = c.run(f"{build} {suite}", hide="out").stdout.strip().splitlines()[-1]
     os.environ.update(
         {
             "HERMES_PACER_IMAGE": image,
             "HERMES_PACER_REPO": str(REPO),
-            "HERMES_PACER_WHEELHOUSE": str(_wheelhouse(c, sorted(set(SCENARIO_HERMES.values())))),
+            "HERMES_PACER_WHEELHOUSE": str(_wheelhouse(c, version, SUITE_PYTHON[suite])),
             "ANSIBLE_COLLECTIONS_PATH": str(_collections(c)),
-            "MOLECULE_NO_LOG": "false",
         }
     )
 
@@ -130,12 +139,11 @@ def molecule_env(c):
 @task(help={"scenario": f"one of {', '.join(SCENARIOS)} (default: all)", "command": "molecule command"})
 def molecule(c, scenario="", command="test"):
     """Molecule scenarios on real systemd and cron in podman containers."""
-    molecule_env(c)
+    base = REPO / "molecule" / "shared" / "base.yml"
     with c.cd(str(REPO)):
         for name in [scenario] if scenario else SCENARIOS:
-            if (REPO / "molecule" / name / "molecule.yml").exists():
-                base = REPO / "molecule" / "shared" / "base.yml"
-                c.run(f"{_venv_bin('molecule')} --base-config {base} {command} -s {name}")
+            _molecule_env(c, name)
+            c.run(f"{_venv_bin('molecule')} --base-config {base} {command} -s {name}")
 
 
 @task(pre=[lint], help={"k": "only pytest tests matching this -k expression (Molecule is skipped)"})

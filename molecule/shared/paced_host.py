@@ -29,8 +29,9 @@ def as_hermes(host, command: str):
 def start_llm(host, port: int, hold: float = 1.0, final_hold: float = 6.0) -> None:
     unit = f"fake-llm-{port}"
     host.run(f"systemctl stop {unit}")
-    result = host.run(f"systemd-run --unit={unit} python3 {FAKE_LLM} --port {port} --hold {hold} "
-                      f"--final-hold {final_hold}")
+    result = host.run(
+        f"systemd-run --unit={unit} python3 {FAKE_LLM} --port {port} --hold {hold} --final-hold {final_hold}"
+    )
     assert result.rc == 0, result.stderr
     for _ in range(50):
         if host.run(f"curl -sf http://127.0.0.1:{port}/stats").rc == 0:
@@ -44,10 +45,20 @@ def llm_stats(host, port: int) -> dict:
 
 
 def create_cards(host, board: str, count: int, assignee: str) -> list[str]:
+    """Create cards; a create that prints nothing (seen once while a pass held the database) is
+    retried with the same idempotency key, so it never makes a second card."""
     ids = []
     for index in range(count):
-        out = as_hermes(host, f"kanban --board {board} create 'card {index}' --assignee {assignee} --json")
-        assert out.rc == 0, out.stderr
+        for _ in range(5):
+            out = as_hermes(
+                host,
+                f"kanban --board {board} create 'card {index}' --assignee {assignee} "
+                f"--idempotency-key verify-{board}-{index} --json",
+            )
+            if out.rc == 0 and out.stdout.strip():
+                break
+            time.sleep(1)
+        assert out.rc == 0 and out.stdout.strip(), f"create failed: rc={out.rc} {out.stderr}"
         ids.append(json.loads(out.stdout)["id"])
     return ids
 
@@ -61,8 +72,10 @@ def statuses(host, board: str) -> dict[str, str]:
 def wait_done(host, cards: dict[str, list[str]], timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        pending = {board: [c for c, s in statuses(host, board).items() if c in ids and s != "done"]
-                   for board, ids in cards.items()}
+        pending = {
+            board: [c for c, s in statuses(host, board).items() if c in ids and s != "done"]
+            for board, ids in cards.items()
+        }
         if not any(pending.values()):
             return
         time.sleep(3)
@@ -79,7 +92,9 @@ def pace_and_measure(host, boards: list[dict], count: int = 4, timeout: float = 
     wait_done(host, cards, timeout)
     for board in boards:
         peak = llm_stats(host, board["port"])["peak_in_flight"]
-        assert peak == board["cap"], f"board {board['name']}: peak {peak} requests in flight, cap {board['cap']}"
+        assert peak == board["cap"], (
+            f"board {board['name']}: peak {peak} requests in flight, cap {board['cap']}"
+        )
 
 
 def check_installed(host) -> None:

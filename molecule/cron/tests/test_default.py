@@ -35,14 +35,28 @@ def test_cron_holds_the_cap_at_the_endpoint(host):
 def test_uninstall_removes_what_the_roles_installed_and_nothing_else(host):
     """Last: playbooks/uninstall.yml against this container, then what is left."""
     playbook = subprocess.run(
-        ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], "-e", "hermes_pacer_hosts=all",
-         str(REPO / "playbooks" / "uninstall.yml")],
-        capture_output=True, text=True, check=False,
+        [
+            "ansible-playbook",
+            "-i",
+            os.environ["MOLECULE_INVENTORY_FILE"],
+            "-e",
+            "hermes_pacer_hosts=all",
+            str(REPO / "playbooks" / "uninstall.yml"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert playbook.returncode == 0, playbook.stdout[-3000:] + playbook.stderr[-2000:]
-    for gone in ("/etc/cron.d/hermes-pacer", "/etc/logrotate.d/hermes-pacer", "/etc/tmpfiles.d/hermes-pacer.conf",
-                 f"{SCRIPTS}/hermes-kanban-dispatch-capped.sh", f"{SCRIPTS}/hermes-kanban-dispatch-subminute.sh",
-                 f"{SCRIPTS}/hermes_pacer", "/run/lock/hermes-pacer"):
+    for gone in (
+        "/etc/cron.d/hermes-pacer",
+        "/etc/logrotate.d/hermes-pacer",
+        "/etc/tmpfiles.d/hermes-pacer.conf",
+        f"{SCRIPTS}/hermes-kanban-dispatch-capped.sh",
+        f"{SCRIPTS}/hermes-kanban-dispatch-subminute.sh",
+        f"{SCRIPTS}/hermes_pacer",
+        "/run/lock/hermes-pacer",
+    ):
         assert not host.file(gone).exists, gone
     # Kept: Hermes, its configs (the gateway dispatcher stays off), the boards and the logs.
     assert host.file("/opt/hermes/venv/bin/hermes").exists

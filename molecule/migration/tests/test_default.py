@@ -18,8 +18,13 @@ def test_installed_over_the_recipe(host):
 
 def test_the_config_keeps_every_comment_and_unrelated_key(host):
     text = host.file(ROOT_CONFIG).content_string
-    for kept in ("# Hermes config, tuned by hand (keep these notes)", "default: fake-model   # the local endpoint",
-                 "# the gateway dispatches every 60 s", "failure_limit: 3", "skin: dark"):
+    for kept in (
+        "# Hermes config, tuned by hand (keep these notes)",
+        "default: fake-model   # the local endpoint",
+        "# the gateway dispatches every 60 s",
+        "failure_limit: 3",
+        "skin: dark",
+    ):
         assert kept in text
     data = yaml.safe_load(text)
     assert data["kanban"] == {"dispatch_in_gateway": False, "failure_limit": 3}

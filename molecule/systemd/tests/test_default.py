@@ -14,8 +14,13 @@ def test_installed(host):
 
 
 def test_gateway_dispatch_off_in_every_home(host):
-    check_gateway_dispatch_off(host, [f"{HERMES_HOME}/.hermes", *(f"{HERMES_HOME}/.hermes/profiles/{p}"
-                                                                   for p in ("worker", "ops-worker"))])
+    check_gateway_dispatch_off(
+        host,
+        [
+            f"{HERMES_HOME}/.hermes",
+            *(f"{HERMES_HOME}/.hermes/profiles/{p}" for p in ("worker", "ops-worker")),
+        ],
+    )
 
 
 def test_one_timer_per_board(host):
