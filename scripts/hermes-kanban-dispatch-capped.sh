@@ -1,12 +1,18 @@
 #!/bin/sh
 # hermes-kanban-dispatch-capped.sh: one pacing pass for one Hermes Kanban board.
+# hermes-kanban-dispatch-subminute.sh (this same script under that name): RUNS_PER_MINUTE passes
+# spread over one minute, for cron.
 # The logic lives in the hermes_pacer package installed beside this script (stdlib-only Python);
 # run with --help for the environment it reads.
 set -eu
+case $(basename -- "$0") in
+  *subminute*) command=subminute ;;
+  *) command=capped ;;
+esac
 here=$(dirname -- "$(readlink -f -- "$0")")
 for lib in "$here" "$here/../pacer"; do
   if [ -f "$lib/hermes_pacer/__main__.py" ]; then
-    PYTHONPATH=$lib exec "${PACER_PYTHON:-python3}" -s -m hermes_pacer capped "$@"
+    PYTHONPATH=$lib exec "${PACER_PYTHON:-python3}" -s -m hermes_pacer "$command" "$@"
   fi
 done
 echo "hermes-pacer: error: the hermes_pacer package is not beside $0" >&2

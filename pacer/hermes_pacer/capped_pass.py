@@ -89,7 +89,12 @@ def _locked_pass(
     finally:
         os.utime(lock_fd)
     record["spawned"] = spawned
-    record["reason"] = "dispatched" if spawned else ("housekeeping" if not step.slots else "none_spawnable")
+    if spawned:
+        record["reason"] = "dispatched"
+    elif step.slots and snap.ready:
+        record["reason"] = "none_spawnable"  # ready cards Hermes would not start (no assignee, no profile)
+    else:
+        record["reason"] = "housekeeping"
     if not spawned:
         return 0, record
     return _hand_back_overrun(hermes, cap, db, board, spawned, record)
