@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+from pathlib import Path
 
-from . import __version__, capped_pass, passlog, settings, subminute
+from . import __version__, capped_pass, passlog, settings, subminute, verify
 
 ENVIRONMENT = """\
 environment:
@@ -35,6 +37,8 @@ DESCRIPTIONS = {
     "capped": "One pacing pass: count cards in running and live worker processes of the board, "
     "and dispatch only the free slots.",
     "subminute": "RUNS_PER_MINUTE capped passes spread evenly over one minute (for cron).",
+    "verify": "Check this host: one dispatcher path per board, the cap holding, the config wired. "
+    "Exit status 0 when safe, 1 when not.",
 }
 
 
@@ -48,15 +52,33 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--version", action="version", version=f"hermes-pacer {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    for name, text in DESCRIPTIONS.items():
-        commands.add_parser(
+    parsers = {
+        name: commands.add_parser(
             name,
             help=text,
             description=text,
-            epilog=ENVIRONMENT,
+            epilog=ENVIRONMENT if name != "verify" else None,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
+        for name, text in DESCRIPTIONS.items()
+    }
+    check = parsers["verify"]
+    check.add_argument("--json", action="store_true", help="the report as JSON")
+    check.add_argument("--etc", type=Path, default=Path("/etc"), help="where cron and systemd files are")
+    check.add_argument("--spool", type=Path, default=Path("/var/spool/cron/crontabs"), help="user crontabs")
+    check.add_argument(
+        "--home",
+        type=Path,
+        action="append",
+        default=[],
+        help="a Hermes home to check (repeatable). Default: the /root, /home/* and /var/lib/* homes "
+        "holding a kanban.db. The homes of managed pacers and running Hermes processes are always checked.",
+    )
     args = parser.parse_args(argv)
+    if args.command == "verify":
+        report = verify.run(etc=args.etc, spool=args.spool, homes=args.home)
+        print(json.dumps(report, indent=2) if args.json else verify.render(report))
+        return 0 if report["ok"] else 1
     env = dict(os.environ)
     try:
         config = settings.load(env)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import re
 import sqlite3
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,15 +91,28 @@ def snapshot(path: Path, busy_timeout_ms: int = 2000) -> Snapshot:
     return Snapshot(running=running, ready=ready, todo=todo)
 
 
-_KANBAN_CAP_KEY = re.compile(r"^\s+(max_in_progress|max_spawn)\s*:\s*([^#\s][^#]*?)\s*(#.*)?$")
+def oldest_ready_age(path: Path) -> int | None:
+    """Seconds the oldest ready card has waited (from its creation), None when none is ready."""
+    try:
+        conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=2)
+        try:
+            (oldest,) = conn.execute("SELECT MIN(created_at) FROM tasks WHERE status = 'ready'").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None
+    return None if oldest is None else max(0, int(time.time()) - int(oldest))
 
 
-def native_caps(config: Path) -> dict[str, str]:
-    """kanban.max_in_progress / kanban.max_spawn set in a Hermes config.yaml, by a plain scan.
+_KANBAN_KEY = re.compile(r"^\s+([A-Za-z_][A-Za-z0-9_]*)\s*:\s*([^#\s][^#]*?)?\s*(#.*)?$")
+_NULLS = ("", "null", "~", "none")
 
-    Hermes clamps `dispatch --max` by these and counts running cards twice (upstream #33326), so
-    the pass reports them. A line scan keeps the pacer free of a YAML dependency; it only has to
-    find two keys under the top-level `kanban:` mapping.
+
+def kanban_settings(config: Path) -> dict[str, str]:
+    """Scalar keys under the top-level `kanban:` mapping of a Hermes config.yaml, by a plain scan.
+
+    A line scan keeps the pacer free of a YAML dependency; it only has to read scalars one level
+    under `kanban:`. Null values are left out.
     """
     found: dict[str, str] = {}
     try:
@@ -106,16 +120,38 @@ def native_caps(config: Path) -> dict[str, str]:
     except OSError:
         return found
     in_kanban = False
+    indent = None
     for line in lines:
         if line.strip() == "" or line.lstrip().startswith("#"):
             continue
         if not line[0].isspace():
             in_kanban = line.split("#", 1)[0].strip() == "kanban:"
+            indent = None
             continue
-        match = _KANBAN_CAP_KEY.match(line) if in_kanban else None
-        if match and match.group(2).strip("'\"").lower() not in ("", "null", "~", "none"):
-            found[match.group(1)] = match.group(2).strip("'\"")
+        if not in_kanban:
+            continue
+        width = len(line) - len(line.lstrip())
+        indent = width if indent is None else indent
+        match = _KANBAN_KEY.match(line) if width == indent else None
+        if match and (match.group(2) or "").strip("'\"").lower() not in _NULLS:
+            found[match.group(1)] = (match.group(2) or "").strip("'\"")
     return found
+
+
+def kanban_value(config: Path, key: str) -> str | None:
+    return kanban_settings(config).get(key)
+
+
+NATIVE_CAPS = ("max_in_progress", "max_spawn")
+
+
+def native_caps(config: Path) -> dict[str, str]:
+    """kanban.max_in_progress / kanban.max_spawn set in a Hermes config.yaml.
+
+    Hermes clamps `dispatch --max` by these and counts running cards twice (upstream #33326), so
+    the pass reports them.
+    """
+    return {key: value for key, value in kanban_settings(config).items() if key in NATIVE_CAPS}
 
 
 def config_path(env: dict[str, str]) -> Path:

@@ -1,0 +1,140 @@
+"""`verify` against real Hermes processes: a gateway, a daemon, hand-made cron lines, no pacer."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+from hermes_host import CAPPED, REPO
+
+pytestmark = pytest.mark.hermes
+VERIFY = REPO / "scripts" / "hermes-pacer-verify.sh"
+
+
+@pytest.fixture
+def paced(paced_host, tmp_path):
+    """The test home with a managed cron pacer in a private /etc, and one logged pass."""
+    etc = tmp_path / "etc"
+    (etc / "cron.d").mkdir(parents=True)
+    log = paced_host.home / "log" / "kanban-dispatch-default.log"
+    log.parent.mkdir()
+    env = paced_host.pacer_env(BOARD="default", MAX_PARALLEL="2")
+    line = " ".join(
+        f"{k}={env[k]}" for k in ("HOME", "HERMES_BIN", "PACER_LOCK_DIR", "BOARD", "MAX_PARALLEL")
+    )
+    script = REPO / "scripts" / "hermes-kanban-dispatch-subminute.sh"
+    (etc / "cron.d" / "hermes-pacer").write_text(
+        f"* * * * * root {line} RUNS_PER_MINUTE=12 {script} >> {log} 2>&1\n"
+    )
+    with open(log, "w") as out:
+        subprocess.run([str(CAPPED)], env=env, stdout=out, check=True)
+    paced_host.etc = etc
+    paced_host.processes = []
+    yield paced_host
+    for process in paced_host.processes:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def _verify(host) -> tuple[int, dict, str]:
+    args = [str(VERIFY), "--etc", str(host.etc), "--spool", str(host.etc / "spool"), "--home", str(host.root)]
+    text = subprocess.run(args, capture_output=True, text=True, check=False)
+    data = subprocess.run([*args, "--json"], capture_output=True, text=True, check=False)
+    assert text.returncode == data.returncode
+    return data.returncode, json.loads(data.stdout), text.stdout
+
+
+def _board(report: dict, slug: str = "default") -> dict:
+    return next(item for item in report["boards"] if item["board"] == slug)
+
+
+def _start(host, *args: str, config_dispatch: bool | None = None) -> None:
+    process = subprocess.Popen(
+        [str(host.hermes_bin), *args],
+        env=host.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    host.processes.append(process)
+    time.sleep(3)  # long enough to be a process with its own command line
+    assert process.poll() is None, f"hermes {' '.join(args)} exited with {process.returncode}"
+
+
+def test_a_paced_host_is_safe_and_says_why(paced):
+    code, report, text = _verify(paced)
+    assert code == 0, text
+    board = _board(report)
+    assert board["verdict"] == "ok" and [p["kind"] for p in board["paths"]] == ["pacer"]
+    assert "verdict: SAFE" in text and "path: pacer: cron" in text and "last pass" in text
+
+
+def test_a_gateway_with_its_dispatcher_on_is_a_second_path(paced):
+    (paced.root / "config.yaml").write_text(
+        (paced.root / "config.yaml")
+        .read_text()
+        .replace("dispatch_in_gateway: false", "dispatch_in_gateway: true")
+    )
+    _start(paced, "gateway", "run")
+    code, report, text = _verify(paced)
+    assert code == 1
+    board = _board(report)
+    assert board["verdict"] == "several" and sorted(p["kind"] for p in board["paths"]) == ["gateway", "pacer"]
+    assert "dispatch_in_gateway: true" in text and "NOT SAFE" in text
+
+
+def test_a_gateway_with_its_dispatcher_off_is_fine(paced):
+    _start(paced, "gateway", "run")
+    code, report, text = _verify(paced)
+    assert code == 0, text
+    assert [p["kind"] for p in _board(report)["paths"]] == ["pacer"]
+
+
+def test_the_environment_override_turns_a_gateway_dispatcher_on(paced):
+    paced.env["HERMES_KANBAN_DISPATCH_IN_GATEWAY"] = "1"
+    _start(paced, "gateway", "run")
+    code, _, text = _verify(paced)
+    assert code == 1 and "HERMES_KANBAN_DISPATCH_IN_GATEWAY=1" in text
+
+
+def test_a_kanban_daemon_is_a_second_path(paced):
+    _start(paced, "kanban", "daemon", "--force")
+    code, report, text = _verify(paced)
+    assert code == 1
+    assert sorted(p["kind"] for p in _board(report)["paths"]) == ["daemon", "pacer"]
+    assert "kanban daemon" in text
+
+
+def test_a_hand_made_crontab_line_is_a_second_path(paced):
+    spool = paced.etc / "spool"
+    spool.mkdir()
+    (spool / "hermes").write_text(
+        "* * * * * MAX_PARALLEL=2 BOARD=default /opt/hermes/scripts/hermes-kanban-dispatch-subminute.sh\n"
+        "# * * * * * hermes kanban dispatch   (commented out: not a path)\n"
+    )
+    code, report, text = _verify(paced)
+    assert code == 1
+    assert sorted(p["kind"] for p in _board(report)["paths"]) == ["cron", "pacer"]
+    assert "crontab of hermes" in text
+
+
+def test_no_pacer_while_cards_are_ready_fails(paced):
+    paced.create_cards(2)
+    (paced.etc / "cron.d" / "hermes-pacer").write_text("")
+    code, report, text = _verify(paced)
+    assert code == 1
+    board = _board(report)
+    assert board["verdict"] == "none" and board["queue"]["ready"] == 2
+    assert "nothing dispatches board default" in text
+
+
+def test_a_config_with_the_dispatcher_on_fails_even_without_a_gateway(paced):
+    profile = paced.root / "profiles" / "worker" / "config.yaml"
+    profile.write_text(profile.read_text().replace("dispatch_in_gateway: false", "dispatch_in_gateway: true"))
+    code, _, text = _verify(paced)
+    assert code == 1
+    assert f"FAIL config {profile}" in text
