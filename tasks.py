@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import resource
 import shutil
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -160,6 +162,50 @@ def provision(c, limit="", check=False):
     options = (f" --limit {limit}" if limit else "") + (" --check --diff" if check else "")
     with c.cd(str(REPO)):
         c.run(f"{_venv_bin('ansible-playbook')} site.yml{options}")
+
+
+@task(
+    help={
+        "inventory": "inventory (default: ansible.cfg's, this machine)",
+        "limit": "limit to these hosts (ansible --limit)",
+        "hosts": "host group or pattern (default: hermes_hosts)",
+        "json": "print the reports as JSON",
+    }
+)
+def verify(c, inventory="", limit="", hosts="hermes_hosts", json=False):
+    """Check each host: one dispatcher path per board, the cap holding, the config wired."""
+    import json as jsonlib
+
+    sys.path.insert(0, str(REPO / "pacer"))
+    from hermes_pacer.verify import render
+
+    options = (f" -i {inventory}" if inventory else "") + (f" --limit {limit}" if limit else "")
+    with tempfile.TemporaryDirectory() as folder, c.cd(str(REPO)):
+        play = c.run(
+            f"{_venv_bin('ansible-playbook')} playbooks/verify.yml{options} "
+            f"-e hermes_pacer_hosts={hosts} -e hermes_pacer_verify_dir={folder}",
+            hide=True,
+            warn=True,
+        )
+        reports = {
+            Path(f).stem: jsonlib.loads(Path(f).read_text()) for f in sorted(Path(folder).glob("*.json"))
+        }
+    for host in re.findall(r"^(\S+)\s+: ok=\d+.*?unreachable=([1-9]\d*|0)\s+failed=(\d+)", play.stdout, re.M):
+        if host[0] not in reports:
+            reports[host[0]] = {
+                "ok": False,
+                "error": "unreachable or failed: see ansible-playbook playbooks/verify.yml",
+            }
+    if not reports:
+        print(play.stdout[-3000:], play.stderr[-3000:], file=sys.stderr)
+    if json:
+        print(jsonlib.dumps(reports, indent=2))
+    else:
+        for host, report in sorted(reports.items()):
+            print(f"== {host}")
+            print(report.get("error") or render(report))
+    if not reports or not all(report["ok"] for report in reports.values()):
+        raise SystemExit(1)
 
 
 @task(help={"board": "board slug (default: the current board)", "max_parallel": "the cap (default 2)"})

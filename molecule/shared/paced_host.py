@@ -112,3 +112,11 @@ def check_gateway_dispatch_off(host, homes: list[str]) -> None:
     for home in homes:
         config = host.file(f"{home}/config.yaml").content_string
         assert "dispatch_in_gateway: false" in config, f"{home}/config.yaml:\n{config}"
+
+
+def check_verify(host) -> None:
+    """The host's own verdict: one dispatcher path per board, the cap holding, the config wired."""
+    result = host.run(f"{SCRIPTS}/hermes-pacer-verify.sh")
+    assert result.rc == 0 and "verdict: SAFE" in result.stdout, result.stdout + result.stderr
+    report = json.loads(host.run(f"{SCRIPTS}/hermes-pacer-verify.sh --json").stdout)
+    assert all(board["verdict"] == "ok" for board in report["boards"]) and report["boards"]

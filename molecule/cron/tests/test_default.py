@@ -4,7 +4,14 @@ import os
 import subprocess
 from pathlib import Path
 
-from paced_host import HERMES_HOME, SCRIPTS, check_gateway_dispatch_off, check_installed, pace_and_measure
+from paced_host import (
+    HERMES_HOME,
+    SCRIPTS,
+    check_gateway_dispatch_off,
+    check_installed,
+    check_verify,
+    pace_and_measure,
+)
 
 REPO = Path(os.environ["HERMES_PACER_REPO"])
 
@@ -30,6 +37,10 @@ def test_the_cron_file_runs_the_sub_minute_loop_as_hermes(host):
 
 def test_cron_holds_the_cap_at_the_endpoint(host):
     pace_and_measure(host, [{"name": "default", "cap": 2, "assignee": "worker", "port": 18080}])
+
+
+def test_verify_says_the_host_is_safe(host):
+    check_verify(host)
 
 
 def test_uninstall_removes_what_the_roles_installed_and_nothing_else(host):

@@ -1,7 +1,7 @@
 """migration scenario: a host of the manual recipe converges to exactly one managed path."""
 
 import yaml
-from paced_host import HERMES_HOME, as_hermes, check_installed, pace_and_measure
+from paced_host import HERMES_HOME, as_hermes, check_installed, check_verify, pace_and_measure
 
 ROOT_CONFIG = f"{HERMES_HOME}/.hermes/config.yaml"
 
@@ -54,3 +54,7 @@ def test_one_dispatcher_path_holds_the_cap(host):
     assert host.service("hermes-pacer-default.timer").is_running
     assert as_hermes(host, "--version").rc == 0
     pace_and_measure(host, [{"name": "default", "cap": 2, "assignee": "worker", "port": 18080}])
+
+
+def test_verify_says_the_host_is_safe(host):
+    check_verify(host)

@@ -1,7 +1,19 @@
 """systemd scenario: timers pace two boards with different caps on hermes-agent 0.19.0."""
 
-from paced_host import HERMES_HOME, check_gateway_dispatch_off, check_installed, pace_and_measure
+import json
+import os
+import subprocess
+from pathlib import Path
 
+from paced_host import (
+    HERMES_HOME,
+    check_gateway_dispatch_off,
+    check_installed,
+    check_verify,
+    pace_and_measure,
+)
+
+REPO = Path(os.environ["HERMES_PACER_REPO"])
 BOARDS = [
     {"name": "default", "cap": 2, "assignee": "worker", "port": 18080},
     {"name": "ops", "cap": 1, "assignee": "ops-worker", "port": 18081},
@@ -33,3 +45,28 @@ def test_one_timer_per_board(host):
 
 def test_the_timers_hold_each_cap_at_the_endpoint(host):
     pace_and_measure(host, BOARDS)
+
+
+def test_verify_says_the_host_is_safe(host):
+    check_verify(host)
+
+
+def test_invoke_verify_reports_the_host(host):
+    """The operator's command, through Ansible, against this container."""
+    result = subprocess.run(
+        [
+            str(REPO / "tasks.sh"),
+            "verify",
+            "--inventory",
+            os.environ["MOLECULE_INVENTORY_FILE"],
+            "--hosts",
+            "all",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads(result.stdout)["hermes-pacer-systemd"]
+    assert report["ok"] and sorted(b["board"] for b in report["boards"]) == ["default", "ops"]

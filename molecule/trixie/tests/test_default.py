@@ -1,6 +1,12 @@
 """trixie scenario: Debian 13 picks systemd timers by itself (scheduler auto) and holds the cap."""
 
-from paced_host import HERMES_HOME, check_gateway_dispatch_off, check_installed, pace_and_measure
+from paced_host import (
+    HERMES_HOME,
+    check_gateway_dispatch_off,
+    check_installed,
+    check_verify,
+    pace_and_measure,
+)
 
 
 def test_debian_13(host):
@@ -16,3 +22,7 @@ def test_installed_with_timers(host):
 
 def test_the_timer_holds_the_cap_at_the_endpoint(host):
     pace_and_measure(host, [{"name": "default", "cap": 2, "assignee": "worker", "port": 18080}])
+
+
+def test_verify_says_the_host_is_safe(host):
+    check_verify(host)
