@@ -138,3 +138,14 @@ def test_a_config_with_the_dispatcher_on_fails_even_without_a_gateway(paced):
     code, _, text = _verify(paced)
     assert code == 1
     assert f"FAIL config {profile}" in text
+
+
+def test_a_hermes_cron_job_that_dispatches_is_a_second_path(paced):
+    scripts = paced.root / "scripts"
+    scripts.mkdir(exist_ok=True)
+    (scripts / "dispatch.sh").write_text("#!/bin/sh\nhermes kanban dispatch --max 4\n")
+    paced.run("cron", "create", "every 1m", "--script", "dispatch.sh", "--no-agent", "--name", "dispatcher")
+    code, report, text = _verify(paced)
+    assert code == 1
+    assert sorted(p["kind"] for p in _board(report)["paths"]) == ["hermes-cron", "pacer"]
+    assert "job dispatcher runs a dispatch" in text

@@ -8,6 +8,8 @@ race for claims; none leaves it undispatched.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import shlex
@@ -224,4 +226,36 @@ def processes(proc: str = "/proc") -> list[DispatchPath]:
         elif re.search(r"\bkanban\b.*\bdaemon\b", words):
             board = _flag(argv, "--board") or env.get("HERMES_KANBAN_BOARD") or boards.DEFAULT_BOARD
             found.append(DispatchPath("daemon", board, f"pid {pid}: {shlex.join(argv)}", root))
+    return found
+
+
+def hermes_cron_jobs(root: Path) -> list[DispatchPath]:
+    """Hermes' own scheduled jobs (`hermes cron`, in <home>/cron/jobs.json of the root home and of
+    each profile) whose prompt or script runs a dispatch."""
+    found = []
+    for home in [root, *sorted(p for p in (root / "profiles").glob("*") if p.is_dir())]:
+        try:
+            data = json.loads((home / "cron" / "jobs.json").read_text())
+        except (OSError, ValueError):
+            continue
+        jobs = data.get("jobs", []) if isinstance(data, dict) else data
+        for job in jobs if isinstance(jobs, list) else []:
+            if not isinstance(job, dict) or job.get("enabled") is False or job.get("paused"):
+                continue
+            texts = [str(job.get("prompt") or "")]
+            if job.get("script"):
+                script = Path(str(job["script"]))
+                with contextlib.suppress(OSError):
+                    texts.append((script if script.is_absolute() else home / "scripts" / script).read_text())
+            text = next((t for t in texts if DISPATCH.search(t)), None)
+            if text is not None:
+                name = job.get("name") or job.get("id")
+                found.append(
+                    DispatchPath(
+                        "hermes-cron",
+                        _cron_board(text),
+                        f"{home}/cron/jobs.json: job {name} runs a dispatch",
+                        str(root),
+                    )
+                )
     return found

@@ -199,6 +199,7 @@ def run(
     reports, checks = [], []
     for key, root in sorted(roots.items()):
         checks += _config_checks(root)
+        home_paths = others + paths.hermes_cron_jobs(root)
         for slug in sorted(
             set(_boards_on_disk(root))
             | {p.board for p in pacers.values() if str(boards.hermes_root(p.env)) == key}
@@ -225,7 +226,7 @@ def run(
                 report.paths.append({"kind": "pacer", "detail": detail})
             elif pacer:
                 report.problems.append(f"the managed pacer's timer is not active ({pacer.source})")
-            for found in others:
+            for found in home_paths:
                 if (found.board in ("*", slug)) and found.root in ("", key):
                     report.paths.append({"kind": found.kind, "detail": found.detail})
             if len(report.paths) == 1:
