@@ -14,7 +14,7 @@ import os
 import re
 import shlex
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import board as boards
@@ -51,12 +51,6 @@ class DispatchPath:
     board: str  # a slug, or "*" for every board of the home
     detail: str
     root: str = ""
-
-
-@dataclass
-class Host:
-    pacers: dict[str, Pacer] = field(default_factory=dict)
-    paths: list[DispatchPath] = field(default_factory=list)
 
 
 def _cron_board(line: str) -> str:

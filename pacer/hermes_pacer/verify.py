@@ -46,7 +46,7 @@ def _boards_on_disk(root: Path) -> list[str]:
     return found
 
 
-def _last_log_age(pacer: paths.Pacer, log_file: Path | None, now: float) -> float | None:
+def _last_log_age(log_file: Path | None, now: float) -> float | None:
     if log_file is None:
         return None
     try:
@@ -211,7 +211,7 @@ def run(
             )
             report = BoardReport(slug, key, pacer.cap if pacer else None)
             if pacer and pacer.active:
-                age = _last_log_age(pacer, _log_file(pacer), now)
+                age = _last_log_age(_log_file(pacer), now)
                 stale = max(3 * pacer.cadence_seconds, 90.0)
                 detail = f"{pacer.scheduler} ({pacer.source}), cap {pacer.cap}"
                 if age is None:
