@@ -88,7 +88,21 @@ def pace_and_measure(host, boards: list[dict], count: int = 4, timeout: float = 
     and reach it (the cap was used, not only respected)."""
     for board in boards:
         start_llm(host, board["port"])
-    cards = {board["name"]: create_cards(host, board["name"], count, board["assignee"]) for board in boards}
+    cards = {}
+    for board in boards:
+        # The burst lands whole: the test holds the board's pacing lock while it creates the cards
+        # (a pass finding it held skips), so no dispatch runs beside `hermes kanban create`. On
+        # hermes-agent 0.19 a create racing a dispatch on a fresh board once left its kanban.db
+        # with a corrupt index.
+        unit = f"hold-{board['name']}"
+        lock = f"/run/lock/hermes-pacer/board-{board['name']}.lock"
+        host.run(f"runuser -u {HERMES_USER} -- touch {lock}")  # the pacer's own file, never root's
+        held = host.run(f"systemd-run --unit={unit} flock {lock} sleep 600 && sleep 1")
+        assert held.rc == 0, held.stderr
+        try:
+            cards[board["name"]] = create_cards(host, board["name"], count, board["assignee"])
+        finally:
+            host.run(f"systemctl stop {unit}")
     wait_done(host, cards, timeout)
     for board in boards:
         peak = llm_stats(host, board["port"])["peak_in_flight"]
