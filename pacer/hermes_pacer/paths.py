@@ -28,13 +28,17 @@ FALSE_WORDS = {"false", "no", "off", "0"}
 
 @dataclass
 class Pacer:
-    """The managed pacer of one board, as its scheduler runs it."""
+    """The managed pacer of one board of one Hermes home, as its scheduler runs it."""
 
     board: str
     scheduler: str  # systemd | cron
     env: dict[str, str]
     source: str
     active: bool = True
+
+    @property
+    def root(self) -> str:
+        return str(boards.hermes_root(self.env))
 
     @property
     def cap(self) -> int:
@@ -65,8 +69,8 @@ def _active_lines(text: str):
             yield stripped
 
 
-def managed_cron(etc: Path) -> dict[str, Pacer]:
-    found = {}
+def managed_cron(etc: Path) -> list[Pacer]:
+    found = []
     path = etc / MANAGED_CRON
     try:
         text = path.read_text()
@@ -83,12 +87,12 @@ def managed_cron(etc: Path) -> dict[str, Pacer]:
         if log.split():
             env["PACER_LOG_FILE"] = log.split()[0]
         board = env.get("BOARD", boards.DEFAULT_BOARD)
-        found[board] = Pacer(board, "cron", env, str(path))
+        found.append(Pacer(board, "cron", env, str(path)))
     return found
 
 
-def managed_timers(etc: Path, systemd_running: bool) -> dict[str, Pacer]:
-    found = {}
+def managed_timers(etc: Path, systemd_running: bool) -> list[Pacer]:
+    found = []
     for unit in sorted((etc / "systemd" / "system").glob("hermes-pacer-*.service")):
         env = {}
         for line in unit.read_text().splitlines():
@@ -106,7 +110,7 @@ def managed_timers(etc: Path, systemd_running: bool) -> dict[str, Pacer]:
         board = env.get("BOARD", unit.stem.removeprefix("hermes-pacer-"))
         timer = unit.with_suffix(".timer")
         active = timer.exists() and (not systemd_running or _unit_active(timer.name))
-        found[board] = Pacer(board, "systemd", env, str(timer), active=active)
+        found.append(Pacer(board, "systemd", env, str(timer), active=active))
     return found
 
 

@@ -186,12 +186,14 @@ def run(
 ) -> dict:
     now = time.time() if now is None else now
     systemd_running = Path("/run/systemd/system").is_dir()
-    pacers = {**paths.managed_cron(etc), **paths.managed_timers(etc, systemd_running)}
+    # Keyed by home and board: two users' `default` boards are two boards.
+    pacers = {
+        (p.root, p.board): p for p in paths.managed_cron(etc) + paths.managed_timers(etc, systemd_running)
+    }
     others = paths.other_cron_lines(etc, spool) + paths.other_units(etc) + paths.processes(proc)
     roots: dict[str, Path] = {str(home): home for home in _homes_with_boards(homes or [])}
     for pacer in pacers.values():
-        root = boards.hermes_root(pacer.env)
-        roots[str(root)] = root
+        roots[pacer.root] = Path(pacer.root)
     for found in others:
         if found.root:
             roots[found.root] = Path(found.root)
@@ -200,15 +202,8 @@ def run(
     for key, root in sorted(roots.items()):
         checks += _config_checks(root)
         home_paths = others + paths.hermes_cron_jobs(root)
-        for slug in sorted(
-            set(_boards_on_disk(root))
-            | {p.board for p in pacers.values() if str(boards.hermes_root(p.env)) == key}
-        ):
-            pacer = (
-                pacers.get(slug)
-                if pacers.get(slug) and str(boards.hermes_root(pacers[slug].env)) == key
-                else None
-            )
+        for slug in sorted(set(_boards_on_disk(root)) | {board for home, board in pacers if home == key}):
+            pacer = pacers.get((key, slug))
             report = BoardReport(slug, key, pacer.cap if pacer else None)
             if pacer and pacer.active:
                 age = _last_log_age(_log_file(pacer), now)
@@ -246,7 +241,7 @@ def run(
             report.problems += queue_problems
             reports.append(report)
         for pacer in pacers.values():
-            if str(boards.hermes_root(pacer.env)) == key:
+            if pacer.root == key:
                 checks += _pacer_checks(pacer, pacer.env.get("PACER_USER"))
     ok = bool(reports) and all(not r.problems for r in reports) and all(c.ok for c in checks)
     return {"ok": ok, "boards": [asdict(r) for r in reports], "checks": [asdict(c) for c in checks]}
