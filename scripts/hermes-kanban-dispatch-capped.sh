@@ -2,12 +2,14 @@
 # hermes-kanban-dispatch-capped.sh: one pacing pass for one Hermes Kanban board.
 # hermes-kanban-dispatch-subminute.sh (this same script under that name): RUNS_PER_MINUTE passes
 # spread over one minute, for cron. hermes-pacer-verify.sh (same again): check the host.
+# hermes-kanban-flow.sh (same again): create the cards of parent/child flow files.
 # The logic lives in the hermes_pacer package installed beside this script (stdlib-only Python);
 # run with --help for the environment it reads.
 set -eu
 case $(basename -- "$0") in
   *subminute*) command=subminute ;;
   *verify*) command=verify ;;
+  *flow*) command=flow ;;
   *) command=capped ;;
 esac
 here=$(dirname -- "$(readlink -f -- "$0")")

@@ -1,4 +1,5 @@
-"""Command line of the pacing core: `capped` (one pass) and `subminute` (a minute of passes)."""
+"""Command line of the pacing core: `capped` (one pass), `subminute` (a minute of passes),
+`verify` (the host check) and `flow` (create the cards of flow files)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__, capped_pass, passlog, settings, subminute, verify
+from . import __version__, capped_pass, flows, passlog, settings, subminute, verify
 
 ENVIRONMENT = """\
 environment:
@@ -39,7 +40,22 @@ DESCRIPTIONS = {
     "subminute": "RUNS_PER_MINUTE capped passes spread evenly over one minute (for cron).",
     "verify": "Check this host: one dispatcher path per board, the cap holding, the config wired. "
     "Exit status 0 when safe, 1 when not.",
+    "flow": "Create the cards of parent/child flows described in YAML (or JSON) files, each card "
+    "after its parents, idempotently: a second run creates nothing.",
 }
+
+FLOW_ENVIRONMENT = """\
+environment:
+  HERMES_BIN        path of the hermes executable (default: hermes on PATH)
+  HERMES_TIMEOUT    seconds one hermes call may take before it is killed, 1-3600 (default 60)
+  PACER_LOCK_DIR    directory of the per-board locks (default /run/lock/hermes-pacer): the
+                    board's pacing lock is held while its cards are created
+  HERMES_HOME, HERMES_KANBAN_HOME, HERMES_KANBAN_DB
+                    locate the boards as hermes does
+
+exit status: 0 done (nothing left to create), 1 stopped part-way (what was created is listed;
+run again to complete it), 2 bad input (nothing created)
+"""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             name,
             help=text,
             description=text,
-            epilog=ENVIRONMENT if name != "verify" else None,
+            epilog={"verify": None, "flow": FLOW_ENVIRONMENT}.get(name, ENVIRONMENT),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         for name, text in DESCRIPTIONS.items()
@@ -74,7 +90,20 @@ def main(argv: list[str] | None = None) -> int:
         help="a Hermes home to check (repeatable). Default: the /root, /home/* and /var/lib/* homes "
         "holding a kanban.db. The homes of managed pacers and running Hermes processes are always checked.",
     )
+    flow = parsers["flow"]
+    flow.add_argument("files", type=Path, nargs="+", metavar="FILE", help="flow file (YAML or JSON)")
+    flow.add_argument("--dry-run", action="store_true", help="print the plan, create nothing")
+    flow.add_argument("--json", action="store_true", help="the cards as JSON")
+    flow.add_argument(
+        "--lock-wait",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="how long to wait for a board's lock",
+    )
     args = parser.parse_args(argv)
+    if args.command == "flow":
+        return flows.command(args.files, args.dry_run, args.json, args.lock_wait, dict(os.environ))
     if args.command == "verify":
         report = verify.run(etc=args.etc, spool=args.spool, homes=args.home)
         print(json.dumps(report, indent=2) if args.json else verify.render(report))

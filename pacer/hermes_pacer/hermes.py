@@ -63,6 +63,17 @@ class Hermes:
     def reclaim(self, task_id: str, reason: str) -> None:
         self.run("reclaim", task_id, "--reason", reason)
 
+    def create(self, title: str, options: list[str]) -> dict:
+        """The card `create` made, or the live card that already holds its idempotency key."""
+        text = self.run("create", *options, "--json", "--", title)
+        try:
+            card = json.loads(text)
+            if not isinstance(card, dict) or not isinstance(card.get("id"), str):
+                raise TypeError("no id")
+            return card
+        except (ValueError, TypeError) as exc:
+            raise HermesFailed("hermes_bad_json", f"create printed no usable JSON: {text[:200]!r}") from exc
+
 
 def _task_id(entry: object) -> str:
     # 0.14 - 0.19 print [task_id, assignee, workspace]; accept an object with task_id too.

@@ -1,0 +1,1 @@
+hermes-kanban-dispatch-capped.sh
