@@ -17,10 +17,11 @@ REPO = Path(__file__).resolve().parent
 POSIX_SCRIPTS = [
     "scripts/hermes-kanban-dispatch-capped.sh",
     "scripts/hermes-kanban-dispatch-subminute.sh",
+    "bench/baselines/recipe-capped.sh",
     "tasks.sh",
 ]
 BASH_SCRIPTS = [".ci/run", "molecule/images/build.sh"]
-PYTHON_SOURCES = ["pacer", "tests", "library", "molecule", "tasks.py"]
+PYTHON_SOURCES = ["pacer", "tests", "library", "molecule", "bench", "tasks.py"]
 
 
 def _venv_bin(name: str) -> str:
@@ -154,6 +155,31 @@ def test(c, k=""):
     pytest(c, k=k)
     if not k:
         molecule(c)
+
+
+@task(
+    help={
+        "quick": "a short run (newest Hermes, 3 cards, 1 s calls); results in bench/results/quick",
+        "cards": "cards in the burst (default 8)",
+        "cap": "the cap every strategy gets (default 2)",
+        "versions": "hermes-agent releases, comma-separated (default: the pinned ones)",
+        "strategies": "one-board strategies, comma-separated (default: all)",
+        "readme": "write the table into the README's benchmark section (default: yes, unless --quick)",
+    }
+)
+def bench(c, quick=False, cards=0, cap=2, versions="", strategies="", readme=True):
+    """Benchmark: requests in flight, live workers, utilisation, makespan and CPU per strategy."""
+    hermes(c)
+    options = (
+        (" --quick" if quick else "")
+        + (f" --cards {cards}" if cards else "")
+        + f" --cap {cap}"
+        + (f" --versions {versions}" if versions else "")
+        + (f" --strategies {strategies}" if strategies else "")
+        + ("" if readme else " --no-readme")
+    )
+    with c.cd(str(REPO)):
+        c.run(f"{sys.executable} -m bench{options}", pty=False)
 
 
 @task(help={"limit": "limit the play to these hosts (ansible --limit)", "check": "check mode, with --diff"})

@@ -3,7 +3,8 @@
 It streams (SSE) like vLLM or llama.cpp would. A Hermes kanban worker's first call is answered with
 a `kanban_complete` tool call, the next (the one after the tool result) with final text. Each
 request is held for a set time, separately for the final reply, and every request's start and end
-is recorded: GET /stats gives the peak requests in flight and the request log.
+is recorded with the card it works on: GET /stats gives the peak requests in flight and the request
+log.
 
     python3 tests/fake_llm.py --hold 1 --final-hold 8 --port-file /tmp/port
 """
@@ -12,10 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+TASK = re.compile(r"work kanban task (\w+)")
 
 
 class Recorder:
@@ -25,11 +29,11 @@ class Recorder:
         self.peak = 0
         self.requests: list[dict] = []
 
-    def start(self, kind: str) -> dict:
+    def start(self, kind: str, task: str = "") -> dict:
         with self.lock:
             self.in_flight += 1
             self.peak = max(self.peak, self.in_flight)
-            entry = {"kind": kind, "start": time.time(), "end": None}
+            entry = {"kind": kind, "task": task, "start": time.time(), "end": None}
             self.requests.append(entry)
             return entry
 
@@ -55,6 +59,17 @@ class Recorder:
 def _is_final(body: dict) -> bool:
     """The worker has already called a tool: this call is for its final text."""
     return any(message.get("role") == "tool" for message in body.get("messages", []))
+
+
+def _task_of(body: dict) -> str:
+    """The card a worker's request is about: its prompt says `work kanban task <id>`."""
+    for message in body.get("messages", []):
+        content = message.get("content")
+        text = content if isinstance(content, str) else json.dumps(content)
+        match = TASK.search(text or "")
+        if match:
+            return match.group(1)
+    return ""
 
 
 def _offers_complete(body: dict) -> bool:
@@ -103,7 +118,7 @@ class Handler(BaseHTTPRequestHandler):
         body = json.loads(raw or b"{}")
         final = _is_final(body) or not _offers_complete(body)
         recorder = self.server.recorder
-        entry = recorder.start("final" if final else "tool")
+        entry = recorder.start("final" if final else "tool", _task_of(body))
         try:
             time.sleep(self.server.final_hold if final else self.server.hold)
             chunks = _final_chunks() if final else _tool_chunks()

@@ -1,0 +1,168 @@
+"""invoke bench: what the GPU sees under each pacing strategy, side by side.
+
+python -m bench [--quick] [--cards 8] [--cap 2] [--versions 0.14.0,0.19.0] [--no-readme]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from . import figures, report
+from .harness import REPO, Lab, Settings, Workload, hermes_install, run_trial
+from .strategies import catalogue
+
+ONE_BOARD = ["uncapped", "native", "recipe", "pacer-4", "pacer-12", "pacer-30"]
+TWO_BOARDS = ["recipe", "pacer-12"]
+QUICK_ONE_BOARD = ["uncapped", "native", "recipe", "pacer-30"]
+QUICK_TWO_BOARDS = ["pacer-30"]
+
+
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="invoke bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a short run: newest Hermes, 3 cards, 1 s calls")
+    parser.add_argument("--cards", type=int, help="cards of the burst (default 8; quick 3)")
+    parser.add_argument("--cap", type=int, default=2, help="the cap every strategy is given (default 2)")
+    parser.add_argument(
+        "--hold", type=float, help="seconds the endpoint holds each call (default 8; quick 1)"
+    )
+    parser.add_argument(
+        "--versions", help="hermes-agent releases, comma-separated (default: the pinned ones)"
+    )
+    parser.add_argument(
+        "--strategies", help=f"one-board strategies, comma-separated, of: {', '.join(catalogue(15))}"
+    )
+    parser.add_argument("--baseline-cadence", type=float, help="seconds between baseline passes (default 15)")
+    parser.add_argument(
+        "--idle-seconds", type=float, help="idle spell measured after each trial (default 30)"
+    )
+    parser.add_argument("--out", type=Path, help="where the JSON, table and plot go (default bench/results)")
+    parser.add_argument("--no-readme", action="store_true", help="leave the README's benchmark block alone")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    args.cards = args.cards or (3 if quick else 8)
+    args.hold = args.hold or (1.0 if quick else 8.0)
+    args.baseline_cadence = args.baseline_cadence or (3.0 if quick else 15.0)
+    args.idle_seconds = args.idle_seconds if args.idle_seconds is not None else (5.0 if quick else 30.0)
+    args.out = args.out or REPO / "bench" / "results" / ("quick" if quick else "")
+    chosen = args.versions.split(",") if args.versions else list(hermes_install.versions())
+    args.versions = chosen[-1:] if quick and not args.versions else chosen
+    known = catalogue(args.baseline_cadence)
+    one = args.strategies.split(",") if args.strategies else (QUICK_ONE_BOARD if quick else ONE_BOARD)
+    unknown = [key for key in one if key not in known]
+    if unknown or args.cards < 1 or args.cap < 1 or args.hold <= 0:
+        parser.error(
+            f"unknown strategy {', '.join(unknown)} (known: {', '.join(known)})"
+            if unknown
+            else "--cards and --cap must be 1 or more, --hold more than 0"
+        )
+    args.plan = [("one-board", one), ("two-boards", QUICK_TWO_BOARDS if quick else TWO_BOARDS)]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _arguments(argv)
+    known = catalogue(args.baseline_cadence)
+    workloads = {
+        "one-board": Workload("one-board", f"{args.cards} cards, one board", 1, args.cards),
+        "two-boards": Workload(
+            "two-boards", f"{args.cards} cards over two boards", 2, max(1, args.cards // 2)
+        ),
+    }
+    settings = Settings(
+        cap=args.cap,
+        hold=args.hold,
+        final_hold=args.hold,
+        idle_seconds=args.idle_seconds,
+        timeout=max(300.0, 20 * args.cards * (2 * args.hold + 5)),
+    )
+    trials = [
+        (version, workloads[workload], known[key])
+        for version in args.versions
+        for workload, keys in args.plan
+        for key in keys
+        if known[key].available(version)
+    ]
+    started = time.monotonic()
+    results = []
+    with tempfile.TemporaryDirectory(prefix="hermes-pacer-bench-") as scratch:
+        labs: dict[str, Lab] = {}
+        try:
+            for index, (version, workload, strategy) in enumerate(trials, 1):
+                prefix = f"[{index}/{len(trials)}] hermes {version} · {workload.label} · {strategy.label}"
+                print(prefix, file=sys.stderr, flush=True)
+                if version not in labs:
+                    labs[version] = Lab(version, Path(scratch), settings)
+
+                def say(text: str, prefix=prefix) -> None:
+                    print(f"    {text}", file=sys.stderr, flush=True)
+
+                raw = run_trial(labs[version], strategy, workload, say)
+                result = {
+                    "version": version,
+                    "workload": workload.key,
+                    "workload_label": workload.label,
+                    "strategy": strategy.key,
+                    "label": strategy.label,
+                    "cap": args.cap,
+                    "figures": figures.trial_figures(raw, args.cap),
+                    "raw": raw,
+                }
+                f = result["figures"]
+                say(
+                    f"peak in flight {f['peak_in_flight']}, peak workers {f['peak_workers']}, "
+                    f"makespan {f['makespan']:.0f} s"
+                )
+                results.append(result)
+        finally:
+            for lab in labs.values():
+                lab.close()
+    return _write(args, results, time.monotonic() - started)
+
+
+def _write(args: argparse.Namespace, results: list[dict], seconds: float) -> int:
+    args.out.mkdir(parents=True, exist_ok=True)
+    json_path, plot_path = args.out / "bench.json", args.out / "requests-in-flight.png"
+    command = "./tasks.sh bench" + (" --quick" if args.quick else "")
+    meta = {
+        "command": command,
+        "argv": shlex.join(sys.argv[1:]),
+        "date": time.strftime("%Y-%m-%d", time.gmtime()),
+        "machine": f"{os.cpu_count()} cores, {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}",
+        "workloads": f"the whole run took {seconds / 60:.0f} min",
+        "cap": args.cap,
+        "hold": args.hold,
+        "final_hold": args.hold,
+        "json_path": _relative(json_path),
+        "seconds": seconds,
+    }
+    json_path.write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
+    report.plot(results, plot_path)
+    block = report.section(results, meta, _relative(plot_path))
+    (args.out / "table.md").write_text(block + "\n")
+    print(report.table(results))
+    print(f"written: {json_path}, {plot_path}, {args.out / 'table.md'}", file=sys.stderr)
+    if not args.no_readme and not args.quick:
+        report.splice_readme(REPO / "README.md", block)
+        print("README.md: benchmark block replaced", file=sys.stderr)
+    missed = [r for r in results if not r["figures"]["completed"]]
+    return 1 if missed else 0
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

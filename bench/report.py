@@ -1,0 +1,95 @@
+"""The benchmark's outputs: a markdown table (also spliced into the README), JSON and a PNG plot."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from .figures import step_series
+
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+
+def _pct(value) -> str:
+    if value is None:
+        return "-"
+    return f"{100 * value:.1f}%" if value < 0.1 else f"{100 * value:.0f}%"
+
+
+def _num(value, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def table(results: list[dict]) -> str:
+    head = (
+        "| Hermes | workload | strategy | peak in flight | peak workers | slot use while work waits "
+        "| endpoint use (bound) | makespan (x ideal, x pipelined) | CPU per pass | idle CPU per minute |\n"
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"
+    )
+    rows = []
+    for result in results:
+        f, cap = result["figures"], result["cap"]
+        done = "" if f["completed"] else " (not finished)"
+        idle = (
+            "-"
+            if f["idle_cpu_per_minute"] is None
+            else f"{f['idle_cpu_per_minute']:.2f} s ({_pct(f['idle_core_share'])} of a core)"
+        )
+        rows.append(
+            f"| {result['version']} | {result['workload_label']} | {result['label']}{done} "
+            f"| {f['peak_in_flight']} / {cap} | {f['peak_workers']} / {cap} | {_pct(f['slot_utilisation'])} "
+            f"| {_pct(f['endpoint_utilisation'])} ({_pct(f['endpoint_bound'])}) "
+            f"| {f['makespan']:.0f} s ({_num(f['makespan_vs_ideal'])}x, {_num(f['makespan_vs_pipelined'])}x) "
+            f"| {_num(f['cpu_per_pass'], 3)} s | {idle} |"
+        )
+    return head + "\n".join(rows) + "\n"
+
+
+def section(results: list[dict], meta: dict, plot_path: str) -> str:
+    """The README's benchmark block: how it was made, the table, the plot."""
+    return (
+        f"{BEGIN}\n"
+        f"Produced by `{meta['command']}` on {meta['date']} ({meta['machine']}); {meta['workloads']}. "
+        f"Peaks are per board against the cap of {meta['cap']}; the endpoint held each call "
+        f"{meta['hold']:g} s (the final reply {meta['final_hold']:g} s). Raw series: "
+        f"[`{meta['json_path']}`]({meta['json_path']}).\n\n"
+        f"{table(results)}\n"
+        f"![requests in flight at the endpoint over time, one line per strategy]({plot_path})\n"
+        f"{END}"
+    )
+
+
+def splice_readme(readme: Path, block: str) -> None:
+    """Replace the README's benchmark block (between the markers) with a new one."""
+    text = readme.read_text()
+    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
+    if not pattern.search(text):
+        raise SystemExit(f"{readme}: no {BEGIN} … {END} block to replace")
+    readme.write_text(pattern.sub(lambda _: block, text))
+
+
+def plot(results: list[dict], path: Path) -> None:
+    """Requests in flight over time: one panel per Hermes release and workload, a line per strategy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = sorted({(r["version"], r["workload"], r["workload_label"]) for r in results})
+    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 3.2 * len(panels)), squeeze=False)
+    for axis, (version, workload, label) in zip(axes[:, 0], panels, strict=True):
+        limit = 0
+        for result in (r for r in results if (r["version"], r["workload"]) == (version, workload)):
+            series = step_series([(start, end) for start, end, _ in result["raw"]["requests"]])
+            times = [0.0] + [t for t, _ in series]
+            counts = [0] + [c for _, c in series]
+            axis.step(times, counts, where="post", label=result["label"], linewidth=1.4)
+            limit = result["cap"] * len(result["raw"]["boards"])
+        axis.axhline(limit, color="black", linestyle="--", linewidth=1, label=f"cap ({limit})")
+        axis.set_title(f"Hermes {version}, {label}")
+        axis.set_xlabel("seconds since the burst")
+        axis.set_ylabel("requests in flight")
+        axis.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
