@@ -24,6 +24,32 @@ CASES = [
     ),
     ({"hermes_pacer_hermes_timeout": 0}, "hermes_pacer_hermes_timeout must be 1-3600"),
     ({"hermes_agent_version": "latest"}, "hermes_agent_version must be X.Y.Z"),
+    (
+        {
+            "hermes_pacer_flows": [
+                {"name": "f", "board": "ops", "steps": [{"key": "a", "title": "A", "assignee": "w"}]}
+            ]
+        },
+        "hermes_pacer_flows[0] (f) is invalid: board=ops is not a paced board",
+    ),
+    (
+        {
+            "hermes_pacer_flows": [
+                {
+                    "name": "f",
+                    "steps": [
+                        {"key": "a", "title": "A", "assignee": "w", "parents": ["b"]},
+                        {"key": "b", "title": "B", "assignee": "w", "parents": ["a"]},
+                    ],
+                }
+            ]
+        },
+        "hermes_pacer_flows[0] (flow f) step a: parents form a cycle (a -> b -> a",
+    ),
+    (
+        {"hermes_pacer_flows": [{"name": "f", "steps": [{"key": "a", "title": "", "assignee": "w"}]}]},
+        "hermes_pacer_flows[0] (flow f) steps[0] (step a): title='' is invalid: expected a non-empty string",
+    ),
     ({"hermes_agent_profiles": ["Not A Profile"]}, "hermes_agent_profiles must be"),
 ]
 

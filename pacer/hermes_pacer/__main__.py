@@ -91,8 +91,11 @@ def main(argv: list[str] | None = None) -> int:
         "holding a kanban.db. The homes of managed pacers and running Hermes processes are always checked.",
     )
     flow = parsers["flow"]
-    flow.add_argument("files", type=Path, nargs="+", metavar="FILE", help="flow file (YAML or JSON)")
+    flow.add_argument(
+        "files", type=Path, nargs="+", metavar="FILE", help="flow file (YAML or JSON; - for stdin)"
+    )
     flow.add_argument("--dry-run", action="store_true", help="print the plan, create nothing")
+    flow.add_argument("--check", action="store_true", help="check the files only: no Hermes, no board needed")
     flow.add_argument("--json", action="store_true", help="the cards as JSON")
     flow.add_argument(
         "--lock-wait",
@@ -103,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.command == "flow":
-        return flows.command(args.files, args.dry_run, args.json, args.lock_wait, dict(os.environ))
+        return flows.command(args, dict(os.environ))
     if args.command == "verify":
         report = verify.run(etc=args.etc, spool=args.spool, homes=args.home)
         print(json.dumps(report, indent=2) if args.json else verify.render(report))

@@ -214,10 +214,14 @@ def render(report: dict) -> str:
     return "\n".join(lines)
 
 
-def command(paths: list[Path], dry_run: bool, as_json: bool, lock_wait: float, env: dict[str, str]) -> int:
+def command(args, env: dict[str, str]) -> int:
     """The `flow` subcommand. Exit status: 0 done, 1 stopped part-way (run again), 2 bad input."""
     try:
-        flows = flowspec.read(paths)
+        flows = flowspec.read(args.files)
+        if args.check:
+            steps = sum(len(flow.steps) for flow in flows)
+            print(f"{len(flows)} flows, {steps} steps: valid")
+            return 0
         config = settings.load(env)
         check_host(flows, env)
     except FlowError as exc:
@@ -228,8 +232,8 @@ def command(paths: list[Path], dry_run: bool, as_json: bool, lock_wait: float, e
     except settings.SettingError as exc:
         print(f"hermes-pacer: {exc}", file=sys.stderr)
         return 2
-    report = run(flows, config, env, dry_run, lock_wait)
-    print(json.dumps(report, indent=2) if as_json else render(report))
+    report = run(flows, config, env, args.dry_run, args.lock_wait)
+    print(json.dumps(report, indent=2) if args.json else render(report))
     if report["error"]:
         print(
             f"hermes-pacer: {report['error']}; {report['created']} cards created before it. Run it again: "

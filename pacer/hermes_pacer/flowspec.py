@@ -67,9 +67,9 @@ class Flow:
 
 
 def load_text(path: Path) -> object:
-    """The document of a YAML (or JSON) file. JSON needs nothing; YAML needs PyYAML."""
+    """The document of a YAML (or JSON) file, `-` for stdin. JSON needs nothing; YAML needs PyYAML."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise FlowError([f"{path}: cannot read the file: {exc}"]) from exc
     try:
