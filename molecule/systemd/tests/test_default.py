@@ -7,6 +7,8 @@ from pathlib import Path
 
 from paced_host import (
     HERMES_HOME,
+    SCRIPTS,
+    as_hermes,
     check_gateway_dispatch_off,
     check_installed,
     check_verify,
@@ -43,6 +45,29 @@ def test_one_timer_per_board(host):
         assert f"MAX_PARALLEL={board['cap']}" in unit and f"BOARD={board['name']}" in unit
 
 
+def test_the_flow_is_on_its_board_with_its_parents(host):
+    flow_file = host.file("/etc/hermes-pacer/flows/nightly-report.yml")
+    assert flow_file.user == "root" and flow_file.group == "hermes" and flow_file.mode == 0o640
+    cards = json.loads(as_hermes(host, "kanban --board flows list --json").stdout)
+    by_title = {card["title"]: card["id"] for card in cards}
+    assert sorted(by_title) == ["Ingest the logs", "Publish the report", "Write the report"]
+    expected = {
+        "Ingest the logs": [],
+        "Write the report": ["Ingest the logs"],
+        "Publish the report": ["Write the report"],
+    }
+    for title, parents in expected.items():
+        shown = json.loads(as_hermes(host, f"kanban --board flows show {by_title[title]} --json").stdout)
+        assert shown["parents"] == [by_title[p] for p in parents], shown
+    # The script the role ran, run again as the Hermes user: every card is found by its key.
+    again = host.run(
+        f"runuser -u hermes -- env HOME={HERMES_HOME} HERMES_BIN=/opt/hermes/venv/bin/hermes "
+        f"{SCRIPTS}/hermes-kanban-flow.sh --json /etc/hermes-pacer/flows/nightly-report.yml"
+    )
+    assert again.rc == 0, again.stderr
+    assert json.loads(again.stdout)["created"] == 0 and json.loads(again.stdout)["exists"] == 3
+
+
 def test_the_timers_hold_each_cap_at_the_endpoint(host):
     pace_and_measure(host, BOARDS)
 
@@ -69,4 +94,4 @@ def test_invoke_verify_reports_the_host(host):
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads(result.stdout)["hermes-pacer-systemd"]
-    assert report["ok"] and sorted(b["board"] for b in report["boards"]) == ["default", "ops"]
+    assert report["ok"] and sorted(b["board"] for b in report["boards"]) == ["default", "flows", "ops"]
