@@ -139,6 +139,22 @@ def test_a_second_run_creates_nothing(board_host):
     )
 
 
+def test_a_card_that_no_longer_matches_its_step_is_reported_not_edited(board_host):
+    host = board_host
+    path = _write(host, "flows.yml", CHAIN)
+    first = _created(_flow(host, "--json", path))
+    path.write_text(CHAIN.replace("title: Write the report", "title: Write the weekly report"))
+
+    again = _flow(host, path)
+
+    assert again.returncode == 0, again.stderr
+    assert (
+        "    warning: the card differs from the file: title is 'Write the report'; cards are never edited"
+        in again.stdout.splitlines()
+    )
+    assert _row(host, first["report"]["id"])["title"] == "Write the report" and len(host.statuses()) == 3
+
+
 def test_dry_run_prints_the_plan_and_creates_nothing(board_host):
     host = board_host
     path = _write(host, "flows.yml", CHAIN)

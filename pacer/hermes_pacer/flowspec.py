@@ -157,7 +157,8 @@ def _flow(raw: object, at: str, problems: list[str]) -> Flow | None:
         lambda key: f"{at}: step key {key!r} appears twice: step keys must be distinct in a flow",
         problems,
     )
-    keys = [s.key for s in known]
+    # Parents are checked against every well-formed key, also those of steps with other problems.
+    keys = [s["key"] for s in raw_steps if isinstance(s, dict) and isinstance(s.get("key"), str)]
     dangling = False
     for step in known:
         for parent in step.parents:
