@@ -3,7 +3,8 @@
 # hermes-kanban-dispatch-subminute.sh (this same script under that name): RUNS_PER_MINUTE passes
 # spread over one minute, for cron. hermes-pacer-verify.sh (same again): check the host.
 # hermes-kanban-flow.sh (same again): create the cards of parent/child flow files.
-# The logic lives in the hermes_pacer package installed beside this script (stdlib-only Python);
+# The logic lives in the hermes_pacer package installed beside this script (stdlib-only Python;
+# YAML flow files also need PyYAML, or PACER_PYTHON naming a Python that has it);
 # run with --help for the environment it reads.
 set -eu
 case $(basename -- "$0") in
