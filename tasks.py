@@ -173,7 +173,7 @@ def bench(c, quick=False, cards=0, cap=2, versions="", strategies="", readme=Tru
     options = (
         (" --quick" if quick else "")
         + (f" --cards {cards}" if cards else "")
-        + f" --cap {cap}"
+        + (f" --cap {cap}" if int(cap) != 2 else "")
         + (f" --versions {versions}" if versions else "")
         + (f" --strategies {strategies}" if strategies else "")
         + ("" if readme else " --no-readme")

@@ -19,8 +19,11 @@ from . import figures, report
 from .harness import REPO, Lab, Settings, Workload, hermes_install, run_trial
 from .strategies import catalogue
 
+# The full run: every strategy on the newest release; on the oldest, the baselines it has and the
+# pacer at the role's default cadence; the two-board burst paced on both.
 ONE_BOARD = ["uncapped", "native", "recipe", "pacer-4", "pacer-12", "pacer-30"]
-TWO_BOARDS = ["recipe", "pacer-12"]
+OLDEST_ONE_BOARD = ["uncapped", "recipe", "pacer-12"]
+TWO_BOARDS = ["pacer-12"]
 QUICK_ONE_BOARD = ["uncapped", "native", "recipe", "pacer-30"]
 QUICK_TWO_BOARDS = ["pacer-30"]
 
@@ -41,30 +44,49 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--baseline-cadence", type=float, help="seconds between baseline passes (default 15)")
     parser.add_argument(
-        "--idle-seconds", type=float, help="idle spell measured after each trial (default 30)"
+        "--idle-seconds",
+        type=float,
+        help="idle spell measured after each one-board trial (default: one period of its driver, "
+        "at least 15 s; quick 5)",
     )
     parser.add_argument("--out", type=Path, help="where the JSON, table and plot go (default bench/results)")
     parser.add_argument("--no-readme", action="store_true", help="leave the README's benchmark block alone")
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     quick = args.quick
     args.cards = args.cards or (3 if quick else 8)
     args.hold = args.hold or (1.0 if quick else 8.0)
     args.baseline_cadence = args.baseline_cadence or (3.0 if quick else 15.0)
-    args.idle_seconds = args.idle_seconds if args.idle_seconds is not None else (5.0 if quick else 30.0)
+    if args.idle_seconds is None and quick:
+        args.idle_seconds = 5.0
     args.out = args.out or REPO / "bench" / "results" / ("quick" if quick else "")
     chosen = args.versions.split(",") if args.versions else list(hermes_install.versions())
     args.versions = chosen[-1:] if quick and not args.versions else chosen
     known = catalogue(args.baseline_cadence)
-    one = args.strategies.split(",") if args.strategies else (QUICK_ONE_BOARD if quick else ONE_BOARD)
-    unknown = [key for key in one if key not in known]
+    args.strategies = args.strategies.split(",") if args.strategies else None
+    unknown = [key for key in args.strategies or [] if key not in known]
     if unknown or args.cards < 1 or args.cap < 1 or args.hold <= 0:
         parser.error(
             f"unknown strategy {', '.join(unknown)} (known: {', '.join(known)})"
             if unknown
             else "--cards and --cap must be 1 or more, --hold more than 0"
         )
-    args.plan = [("one-board", one), ("two-boards", QUICK_TWO_BOARDS if quick else TWO_BOARDS)]
     return args
+
+
+def _plan(args: argparse.Namespace) -> list[tuple[str, str, str]]:
+    """(release, workload, strategy) of every trial, in the order they run."""
+    trials = []
+    for version in args.versions:
+        if args.strategies:
+            one = args.strategies
+        elif args.quick:
+            one = QUICK_ONE_BOARD
+        else:
+            one = ONE_BOARD if version == args.versions[-1] else OLDEST_ONE_BOARD
+        two = QUICK_TWO_BOARDS if args.quick else TWO_BOARDS
+        trials += [(version, "one-board", key) for key in one] + [(version, "two-boards", key) for key in two]
+    return trials
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     workloads = {
         "one-board": Workload("one-board", f"{args.cards} cards, one board", 1, args.cards),
         "two-boards": Workload(
-            "two-boards", f"{args.cards} cards over two boards", 2, max(1, args.cards // 2)
+            "two-boards", f"{args.cards} cards over two boards", 2, max(1, args.cards // 2), idle=False
         ),
     }
     settings = Settings(
@@ -85,9 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     trials = [
         (version, workloads[workload], known[key])
-        for version in args.versions
-        for workload, keys in args.plan
-        for key in keys
+        for version, workload, key in _plan(args)
         if known[key].available(version)
     ]
     started = time.monotonic()
@@ -101,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                 if version not in labs:
                     labs[version] = Lab(version, Path(scratch), settings)
 
-                def say(text: str, prefix=prefix) -> None:
+                def say(text: str) -> None:
                     print(f"    {text}", file=sys.stderr, flush=True)
 
                 raw = run_trial(labs[version], strategy, workload, say)
@@ -118,9 +138,13 @@ def main(argv: list[str] | None = None) -> int:
                 f = result["figures"]
                 say(
                     f"peak in flight {f['peak_in_flight']}, peak workers {f['peak_workers']}, "
-                    f"makespan {f['makespan']:.0f} s"
+                    f"slot use {report.pct(f['slot_utilisation'])}, makespan {f['makespan']:.0f} s "
+                    f"({report.num(f['makespan_vs_ideal'])}x ideal)"
                 )
                 results.append(result)
+                # Kept as it goes: an interrupted run still leaves what it measured.
+                args.out.mkdir(parents=True, exist_ok=True)
+                (args.out / "bench.partial.json").write_text(json.dumps({"results": results}) + "\n")
         finally:
             for lab in labs.values():
                 lab.close()
@@ -130,14 +154,12 @@ def main(argv: list[str] | None = None) -> int:
 def _write(args: argparse.Namespace, results: list[dict], seconds: float) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     json_path, plot_path = args.out / "bench.json", args.out / "requests-in-flight.png"
-    command = "./tasks.sh bench" + (" --quick" if args.quick else "")
     meta = {
-        "command": command,
-        "argv": shlex.join(sys.argv[1:]),
+        "command": shlex.join(["./tasks.sh", "bench", *args.argv]),
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
         "machine": f"{os.cpu_count()} cores, {platform.system()} {platform.release()}, "
         f"Python {platform.python_version()}",
-        "workloads": f"the whole run took {seconds / 60:.0f} min",
+        "duration": f"the whole run took {seconds / 60:.0f} min",
         "cap": args.cap,
         "hold": args.hold,
         "final_hold": args.hold,
@@ -145,6 +167,7 @@ def _write(args: argparse.Namespace, results: list[dict], seconds: float) -> int
         "seconds": seconds,
     }
     json_path.write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
+    (args.out / "bench.partial.json").unlink(missing_ok=True)
     report.plot(results, plot_path)
     block = report.section(results, meta, _relative(plot_path))
     (args.out / "table.md").write_text(block + "\n")

@@ -37,6 +37,8 @@ class Workload:
     label: str
     boards: int
     cards: int  # per board
+    # Measure the driver's cost while nothing is ready, after the burst.
+    idle: bool = True
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,9 @@ class Settings:
     cap: int
     hold: float
     final_hold: float
-    idle_seconds: float
+    # The idle spell; None: one period of the driver (a whole minute of the sub-minute loop, start
+    # included), and at least 15 s.
+    idle_seconds: float | None
     timeout: float
 
 
@@ -141,7 +145,11 @@ def run_trial(lab: Lab, strategy: Strategy, workload: Workload, say) -> dict:
         time.sleep(0.5)
     burst_cpu, burst_passes = sum(d.cpu() for d in drivers), sum(d.passes() for d in drivers)
     makespan = time.time() - t0
-    idle_seconds = settings.idle_seconds if completed else 0.0
+    idle_seconds = 0.0
+    if completed and workload.idle:
+        idle_seconds = settings.idle_seconds
+        if idle_seconds is None:
+            idle_seconds = max(15.0, max(driver.period for driver in drivers))
     if idle_seconds:
         say(f"{makespan:5.0f} s  all done; {idle_seconds:g} s idle")
         time.sleep(idle_seconds)

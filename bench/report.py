@@ -10,13 +10,13 @@ from .figures import step_series
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 
-def _pct(value) -> str:
+def pct(value) -> str:
     if value is None:
         return "-"
     return f"{100 * value:.1f}%" if value < 0.1 else f"{100 * value:.0f}%"
 
 
-def _num(value, digits: int = 2) -> str:
+def num(value, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
@@ -33,27 +33,54 @@ def table(results: list[dict]) -> str:
         idle = (
             "-"
             if f["idle_cpu_per_minute"] is None
-            else f"{f['idle_cpu_per_minute']:.2f} s ({_pct(f['idle_core_share'])} of a core)"
+            else f"{f['idle_cpu_per_minute']:.2f} s ({pct(f['idle_core_share'])} of a core)"
         )
         rows.append(
             f"| {result['version']} | {result['workload_label']} | {result['label']}{done} "
-            f"| {f['peak_in_flight']} / {cap} | {f['peak_workers']} / {cap} | {_pct(f['slot_utilisation'])} "
-            f"| {_pct(f['endpoint_utilisation'])} ({_pct(f['endpoint_bound'])}) "
-            f"| {f['makespan']:.0f} s ({_num(f['makespan_vs_ideal'])}x, {_num(f['makespan_vs_pipelined'])}x) "
-            f"| {_num(f['cpu_per_pass'], 3)} s | {idle} |"
+            f"| {f['peak_in_flight']} / {cap} | {f['peak_workers']} / {cap} | {pct(f['slot_utilisation'])} "
+            f"| {pct(f['endpoint_utilisation'])} ({pct(f['endpoint_bound'])}) "
+            f"| {f['makespan']:.0f} s ({num(f['makespan_vs_ideal'])}x, {num(f['makespan_vs_pipelined'])}x) "
+            f"| {num(f['cpu_per_pass'], 3)} s | {idle} |"
         )
     return head + "\n".join(rows) + "\n"
+
+
+def findings(results: list[dict]) -> str:
+    """What the table says, in sentences: the cap, the cadence, the baselines' peaks."""
+    pacer = [r for r in results if r["strategy"].startswith("pacer")]
+    over = [r for r in pacer if max(r["figures"]["peak_in_flight"], r["figures"]["peak_workers"]) > r["cap"]]
+    held = len(pacer) - len(over)
+    lines = [
+        f"- hermes-pacer stayed at or under the cap, in flight and in live workers, in {held} of its "
+        f"{len(pacer)} trials"
+        + ("." if not over else f"; over it in: {', '.join(r['version'] + ' ' + r['label'] for r in over)}.")
+    ]
+    for result in (r for r in results if r["workload"] == "one-board"):
+        f, name = result["figures"], f"Hermes {result['version']}, {result['label']}"
+        if result in pacer:
+            lines.append(
+                f"- {name}: slot use {pct(f['slot_utilisation'])} while work waited, makespan "
+                f"{num(f['makespan_vs_ideal'])}x the ideal, "
+                f"{num(f['idle_cpu_per_minute'], 2)} s of CPU a minute when idle."
+            )
+        else:
+            lines.append(
+                f"- {name}: up to {f['peak_in_flight']} requests in flight and {f['peak_workers']} live "
+                f"workers against a cap of {result['cap']}."
+            )
+    return "\n".join(lines) + "\n"
 
 
 def section(results: list[dict], meta: dict, plot_path: str) -> str:
     """The README's benchmark block: how it was made, the table, the plot."""
     return (
         f"{BEGIN}\n"
-        f"Produced by `{meta['command']}` on {meta['date']} ({meta['machine']}); {meta['workloads']}. "
+        f"Produced by `{meta['command']}` on {meta['date']} ({meta['machine']}); {meta['duration']}. "
         f"Peaks are per board against the cap of {meta['cap']}; the endpoint held each call "
         f"{meta['hold']:g} s (the final reply {meta['final_hold']:g} s). Raw series: "
         f"[`{meta['json_path']}`]({meta['json_path']}).\n\n"
         f"{table(results)}\n"
+        f"{findings(results)}\n"
         f"![requests in flight at the endpoint over time, one line per strategy]({plot_path})\n"
         f"{END}"
     )
