@@ -165,9 +165,10 @@ def test(c, k=""):
         "versions": "hermes-agent releases, comma-separated (default: the pinned ones)",
         "strategies": "one-board strategies, comma-separated (default: all)",
         "readme": "write the table into the README's benchmark section (default: yes, unless --quick)",
+        "redraw": "run no trial: draw the plot and table again from bench/results/bench.json",
     }
 )
-def bench(c, quick=False, cards=0, cap=2, versions="", strategies="", readme=True):
+def bench(c, quick=False, cards=0, cap=2, versions="", strategies="", readme=True, redraw=False):
     """Benchmark: requests in flight, live workers, utilisation, makespan and CPU per strategy."""
     hermes(c)
     options = (
@@ -177,6 +178,7 @@ def bench(c, quick=False, cards=0, cap=2, versions="", strategies="", readme=Tru
         + (f" --versions {versions}" if versions else "")
         + (f" --strategies {strategies}" if strategies else "")
         + ("" if readme else " --no-readme")
+        + (" --redraw" if redraw else "")
     )
     with c.cd(str(REPO)):
         c.run(f"{sys.executable} -m bench{options}", pty=False)

@@ -51,6 +51,11 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, help="where the JSON, table and plot go (default bench/results)")
     parser.add_argument("--no-readme", action="store_true", help="leave the README's benchmark block alone")
+    parser.add_argument(
+        "--redraw",
+        action="store_true",
+        help="run no trial: draw the plot and the table again from the last run's bench.json",
+    )
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     quick = args.quick
@@ -91,6 +96,8 @@ def _plan(args: argparse.Namespace) -> list[tuple[str, str, str]]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _arguments(argv)
+    if args.redraw:
+        return _redraw(args)
     known = catalogue(args.baseline_cadence)
     workloads = {
         "one-board": Workload("one-board", f"{args.cards} cards, one board", 1, args.cards),
@@ -178,6 +185,26 @@ def _write(args: argparse.Namespace, results: list[dict], seconds: float) -> int
         print("README.md: benchmark block replaced", file=sys.stderr)
     missed = [r for r in results if not r["figures"]["completed"]]
     return 1 if missed else 0
+
+
+def _redraw(args: argparse.Namespace) -> int:
+    """The outputs of the last run again, from its raw series (after a change to the report)."""
+    json_path = args.out / "bench.json"
+    if not json_path.is_file():
+        raise SystemExit(f"invoke bench: --redraw needs a finished run's {json_path}")
+    saved = json.loads(json_path.read_text())
+    results = saved["results"]
+    for result in results:
+        result["figures"] = figures.trial_figures(result["raw"], result["cap"])
+    json_path.write_text(json.dumps({"meta": saved["meta"], "results": results}, indent=1) + "\n")
+    plot_path = args.out / "requests-in-flight.png"
+    report.plot(results, plot_path)
+    block = report.section(results, saved["meta"], _relative(plot_path))
+    (args.out / "table.md").write_text(block + "\n")
+    print(report.table(results))
+    if not args.no_readme and not args.quick:
+        report.splice_readme(REPO / "README.md", block)
+    return 0
 
 
 def _relative(path: Path) -> str:

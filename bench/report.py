@@ -105,14 +105,16 @@ def plot(results: list[dict], path: Path) -> None:
     panels = sorted({(r["version"], r["workload"], r["workload_label"]) for r in results})
     fig, axes = plt.subplots(len(panels), 1, figsize=(10, 3.2 * len(panels)), squeeze=False)
     for axis, (version, workload, label) in zip(axes[:, 0], panels, strict=True):
-        limit = 0
+        limit, label_cap = 0, ""
         for result in (r for r in results if (r["version"], r["workload"]) == (version, workload)):
             series = step_series([(start, end) for start, end, _ in result["raw"]["requests"]])
             times = [0.0] + [t for t, _ in series]
             counts = [0] + [c for _, c in series]
             axis.step(times, counts, where="post", label=result["label"], linewidth=1.4)
-            limit = result["cap"] * len(result["raw"]["boards"])
-        axis.axhline(limit, color="black", linestyle="--", linewidth=1, label=f"cap ({limit})")
+            boards = len(result["raw"]["boards"])
+            limit = result["cap"] * boards
+            label_cap = f"cap ({result['cap']})" if boards == 1 else f"{boards} boards x cap {result['cap']}"
+        axis.axhline(limit, color="black", linestyle="--", linewidth=1, label=label_cap)
         axis.set_title(f"Hermes {version}, {label}")
         axis.set_xlabel("seconds since the burst")
         axis.set_ylabel("requests in flight")
