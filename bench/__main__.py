@@ -159,8 +159,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _write(args: argparse.Namespace, results: list[dict], seconds: float) -> int:
-    args.out.mkdir(parents=True, exist_ok=True)
-    json_path, plot_path = args.out / "bench.json", args.out / "requests-in-flight.png"
     meta = {
         "command": shlex.join(["./tasks.sh", "bench", *args.argv]),
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
@@ -170,19 +168,11 @@ def _write(args: argparse.Namespace, results: list[dict], seconds: float) -> int
         "cap": args.cap,
         "hold": args.hold,
         "final_hold": args.hold,
-        "json_path": _relative(json_path),
+        "json_path": _relative(args.out / "bench.json"),
         "seconds": seconds,
     }
-    json_path.write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
+    _outputs(args, meta, results)
     (args.out / "bench.partial.json").unlink(missing_ok=True)
-    report.plot(results, plot_path)
-    block = report.section(results, meta, _relative(plot_path))
-    (args.out / "table.md").write_text(block + "\n")
-    print(report.table(results))
-    print(f"written: {json_path}, {plot_path}, {args.out / 'table.md'}", file=sys.stderr)
-    if not args.no_readme and not args.quick:
-        report.splice_readme(REPO / "README.md", block)
-        print("README.md: benchmark block replaced", file=sys.stderr)
     missed = [r for r in results if not r["figures"]["completed"]]
     return 1 if missed else 0
 
@@ -193,18 +183,25 @@ def _redraw(args: argparse.Namespace) -> int:
     if not json_path.is_file():
         raise SystemExit(f"invoke bench: --redraw needs a finished run's {json_path}")
     saved = json.loads(json_path.read_text())
-    results = saved["results"]
-    for result in results:
+    for result in saved["results"]:
         result["figures"] = figures.trial_figures(result["raw"], result["cap"])
-    json_path.write_text(json.dumps({"meta": saved["meta"], "results": results}, indent=1) + "\n")
-    plot_path = args.out / "requests-in-flight.png"
+    _outputs(args, saved["meta"], saved["results"])
+    return 0
+
+
+def _outputs(args: argparse.Namespace, meta: dict, results: list[dict]) -> None:
+    """bench.json, the plot, table.md, the table on stdout and, unless told not to, the README block."""
+    args.out.mkdir(parents=True, exist_ok=True)
+    json_path, plot_path = args.out / "bench.json", args.out / "requests-in-flight.png"
+    json_path.write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
     report.plot(results, plot_path)
-    block = report.section(results, saved["meta"], _relative(plot_path))
+    block = report.section(results, meta, _relative(plot_path))
     (args.out / "table.md").write_text(block + "\n")
     print(report.table(results))
+    print(f"written: {json_path}, {plot_path}, {args.out / 'table.md'}", file=sys.stderr)
     if not args.no_readme and not args.quick:
         report.splice_readme(REPO / "README.md", block)
-    return 0
+        print("README.md: benchmark block replaced", file=sys.stderr)
 
 
 def _relative(path: Path) -> str:

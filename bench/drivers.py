@@ -68,9 +68,9 @@ class Driver(threading.Thread):
                 with self._lock:
                     self._done_cpu += usage.ru_utime + usage.ru_stime
                     self._pid = None
-                next_start += self.period
-                self._stop_event.wait(max(0.0, next_start - time.monotonic()))
-                next_start = max(next_start, time.monotonic() - self.period)
+                # A run that overran its period is followed at once, and missed starts are not made up.
+                next_start = max(next_start + self.period, time.monotonic())
+                self._stop_event.wait(next_start - time.monotonic())
 
     def cpu(self) -> float:
         """CPU seconds so far, the running command included."""

@@ -144,14 +144,14 @@ def run_trial(lab: Lab, strategy: Strategy, workload: Workload, say) -> dict:
             next_say += 10
         time.sleep(0.5)
     burst_cpu, burst_passes = sum(d.cpu() for d in drivers), sum(d.passes() for d in drivers)
-    makespan = time.time() - t0
+    elapsed = time.time() - t0
     idle_seconds = 0.0
     if completed and workload.idle:
         idle_seconds = settings.idle_seconds
         if idle_seconds is None:
             idle_seconds = max(15.0, max(driver.period for driver in drivers))
     if idle_seconds:
-        say(f"{makespan:5.0f} s  all done; {idle_seconds:g} s idle")
+        say(f"{elapsed:5.0f} s  all done; {idle_seconds:g} s idle")
         time.sleep(idle_seconds)
     idle_cpu = sum(d.cpu() for d in drivers) - burst_cpu
     for driver in drivers:
@@ -175,7 +175,7 @@ def run_trial(lab: Lab, strategy: Strategy, workload: Workload, say) -> dict:
         "cards_per_board": workload.cards,
         "cap": settings.cap,
         "completed": completed,
-        "elapsed": makespan,
+        "elapsed": elapsed,
         "requests": requests,
         "cards": {card: seen for card, seen in sampler.cards.items() if card in owner},
         "driver": {
