@@ -45,7 +45,9 @@ def _root_link(parent: int, name: str, path: str) -> str | None:
     if folder.st_uid != 0 or folder.st_mode & 0o022:
         # A directory another user can write may hold a root-owned link it did not make (a hard
         # link to one, where fs.protected_hardlinks is off).
-        raise UnsafeFile(errno.ELOOP, f"{path}: {name} is a link in a directory root does not own alone")
+        raise UnsafeFile(
+            errno.ELOOP, f"{path}: {name} is a symbolic link in a directory root does not own alone"
+        )
     return os.readlink(name, dir_fd=parent)
 
 
