@@ -215,6 +215,10 @@ class Target:
                 raise UnsafePath(
                     errno.EINVAL, f"{self.path} is {_kind(info.st_mode)}, not a regular file: not read"
                 )
+            if info.st_nlink > 1:
+                # Another name of the same file may be anywhere on this file system: a hard link
+                # the Hermes user made to a root file (where fs.protected_hardlinks is off).
+                raise UnsafePath(errno.EMLINK, f"{self.path} has {info.st_nlink} hard links: not read")
             if info.st_size > LIMIT:
                 raise UnsafePath(errno.EFBIG, f"{self.path} is larger than {LIMIT} bytes (1 MiB): not read")
             data = b""
@@ -753,6 +757,9 @@ def main():
             msg="hermes_yaml_section needs PyYAML and ruamel.yaml on the target"
             " (Debian: python3-yaml python3-ruamel.yaml)"
         )
+    for key, value in module.params["set"].items():
+        if SECRET_KEY.search(str(key)) and value is not None and len(str(value)) >= 4:
+            module.no_log_values.add(str(value))  # masked in the invocation Ansible echoes back
     path = os.path.abspath(module.params["path"])
     try:
         result = run(module, path)

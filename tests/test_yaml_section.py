@@ -246,6 +246,17 @@ def test_a_link_to_a_root_only_secret_is_refused(tmp_path, home, backups):
     assert not backups.exists()
 
 
+def test_a_hard_link_to_a_root_file_is_refused(tmp_path, home):
+    secret = tmp_path / "shadow"
+    secret.write_text(f"api_key: {SECRET}\n")
+    secret.chmod(0o600)
+    os.link(secret, home / "config.yaml")  # what the Hermes user can do where protected_hardlinks=0
+    result = run_module(tmp_path, path=home / "config.yaml", create=True)
+    assert result["failed"] and f"{home}/config.yaml has 2 hard links" in result["msg"]
+    assert SECRET not in result["output"] and secret.read_text() == f"api_key: {SECRET}\n"
+    assert os.stat(home / "config.yaml").st_ino == os.stat(secret).st_ino
+
+
 def test_a_link_in_the_middle_of_the_path_is_refused(tmp_path, home):
     root_dir = tmp_path / "root-profiles" / "worker"
     root_dir.mkdir(parents=True)
@@ -340,6 +351,8 @@ def test_the_diff_never_shows_a_secret(tmp_path, home):
     assert SECRET not in result["output"]
     removed = run_module(tmp_path, path=path, section="model", set={}, unset=["api_key"], check=True)
     assert removed["removed"] == {"api_key": "<redacted>"} and SECRET not in removed["output"]
+    given = run_module(tmp_path, path=path, section="model", set={"api_key": "n3w-" + SECRET}, check=True)
+    assert given["changed"] and SECRET not in given["output"]  # nor in the echoed invocation
 
 
 def test_a_failure_leaves_the_original_untouched(tmp_path, home, backups):
