@@ -581,17 +581,28 @@ def _remove_key(text, body, key):
     return _splice(text, start, _next_line(text, end), "")
 
 
+def _not_written_here(section, key):
+    return EditError(f"'{section}.{key}' comes from a merge key (<<) or an alias; edit the file by hand")
+
+
 def _edit_once(text, section, key, value, remove):
+    """`text` with `key` of `section` set to `value` or removed (the caller knows it is there)."""
     top, head, body = _section(text, section)
     if head is None:
-        return text if remove else _append_section(text, top, section, key, value)
-    _content_end(text, body, head.end_mark.index)  # refuses `kanban: *alias`
+        if remove:
+            raise _not_written_here(section, key)
+        return _append_section(text, top, section, key, value)
+    if body.start_mark.index < head.end_mark.index:  # `kanban: *alias`: its text is elsewhere
+        raise EditError(f"'{section}' is an alias (*name); edit the file by hand")
     if isinstance(body, ScalarNode):
-        return text if remove else _fill_null_section(text, head, body, key, value)
-    where = f"{section}: the key "
-    present = _one_pair(body, key, where) is not None
+        if remove:
+            raise _not_written_here(section, key)
+        return _fill_null_section(text, head, body, key, value)
+    present = _one_pair(body, key, f"{section}: the key ") is not None
     if remove:
-        return _remove_key(text, body, key) if present else text
+        if not present:
+            raise _not_written_here(section, key)
+        return _remove_key(text, body, key)
     return _set_value(text, body, key, value) if present else _add_key(text, body, key, value)
 
 

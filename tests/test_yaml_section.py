@@ -165,11 +165,18 @@ def test_an_empty_value_and_a_block_scalar_are_replaced():
             "aliases are expanded",
         ),
         ("{model: {default: x}}\n", "flow mapping"),
+        ("base: &b {dispatch_in_gateway: true}\nkanban:\n  <<: *b\n", "alias"),
     ],
 )
 def test_what_cannot_be_edited_safely_fails(text, message):
     with pytest.raises(module.EditError, match=message):
         module.edit(text, "kanban", OFF, [])
+
+
+def test_a_key_a_merge_brings_is_not_reported_removed():
+    text = "base: &b {max_spawn: 3}\nkanban:\n  dispatch_in_gateway: false\n  <<: *b\n"
+    with pytest.raises(module.EditError, match="merge key"):
+        module.edit(text, "kanban", OFF, ["max_spawn"])
 
 
 def test_a_parse_error_names_the_place_not_the_text():
