@@ -26,10 +26,10 @@ module: hermes_yaml_section
 short_description: Edit scalar keys of one top-level mapping of a YAML file, keeping every other byte
 description:
   - Sets and unsets scalar keys of one top-level mapping (for example C(kanban)) of a YAML file.
-    Every byte outside the keys it sets or removes is kept: comments, quoting, key order,
-    indentation, other sections, a UTF-8 BOM and CRLF line ends. A key is the same key however it
+    Every byte outside the keys it sets or removes is kept (comments, quoting, key order,
+    indentation, other sections, a UTF-8 BOM and CRLF line ends). A key is the same key however it
     is quoted, so no key is ever written twice. A mapping written in flow style
-    (C(kanban: {a: 1})) is edited in place and stays in flow style.
+    (braces) is edited in place and stays in flow style.
   - The result is parsed and compared with the intended data before anything is written; a file
     that is not valid YAML, or whose edit would change more than asked, fails the task and is left
     untouched.
@@ -41,9 +41,9 @@ description:
     the diff replaces the values of secret-looking keys (api_key, apikey, token, secret, password,
     passwd, in any case, anywhere in the file) with C(<redacted>).
 options:
-  path: {description: The YAML file (absolute; the directory that holds it must exist)., type: path, required: true}
+  path: {description: "The YAML file (absolute; the directory that holds it must exist).", type: path, required: true}
   section: {description: Top-level key of the mapping to edit., type: str, required: true}
-  set: {description: Scalar keys to set in the mapping (strings, numbers, booleans or null)., type: dict, default: {}}
+  set: {description: "Scalar keys to set in the mapping (strings, numbers, booleans or null).", type: dict, default: {}}
   unset: {description: Keys to remove from the mapping., type: list, elements: str, default: []}
   known: {description: "Keys the installed Hermes reads in this mapping; others are warned about. Empty: no check.", type: list, elements: str, default: []}
   unset_unknown: {description: Remove the keys that are not in C(known)., type: bool, default: false}
@@ -60,7 +60,7 @@ removed: {description: "Keys removed, with the values they had (secret-looking v
 unknown: {description: Keys of the mapping the installed Hermes ignores., type: list, returned: always}
 keys: {description: Keys of the mapping after the edit., type: list, returned: always}
 path: {description: The edited file., type: str, returned: always}
-backup_file: {description: Path of the backup (root-only, in backup_dir)., type: str, returned: changed and backup and the file existed}
+backup_file: {description: "Path of the backup (root-only, in backup_dir).", type: str, returned: changed and backup and the file existed}
 """
 
 import contextlib
