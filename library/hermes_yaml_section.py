@@ -352,11 +352,11 @@ def _count_nodes(data):
 
 
 def load(text):
-    """The data of `text` as Hermes reads it (PyYAML's safe loader)."""
+    """The data of `text` as Hermes reads it (its fast_safe_load: PyYAML's safe loader, in C when
+    libyaml is there)."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        data = yaml.load(
-            text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-        )  # as Hermes' fast_safe_load
+        data = yaml.load(text, Loader=loader)
     except yaml.YAMLError as exc:
         raise EditError(f"not valid YAML: {_where(exc)}") from None
     except (RecursionError, ValueError, TypeError) as exc:
