@@ -16,6 +16,9 @@ from .hermes import Hermes, HermesFailed
 from .settings import Settings
 
 RECLAIM_REASON = "hermes-pacer: cap overrun (a card completed during the dispatch), handed back"
+# A lock-file stamp this far in the future means the clock was stepped back since the last
+# dispatch; waiting for the clock to catch up could stop housekeeping for hours.
+CLOCK_SLACK = 5.0
 
 
 def _count(db: Path, board: str) -> tuple[boards.Snapshot, workers.LiveWorkers]:
@@ -27,7 +30,10 @@ def _housekeeping_due(lock_fd: int, every: int, now: float) -> bool:
 
     The lock file's mtime records the last CLI dispatch of this board.
     """
-    return every > 0 and now - os.fstat(lock_fd).st_mtime >= every
+    if every <= 0:
+        return False
+    age = now - os.fstat(lock_fd).st_mtime
+    return age >= every or age < -CLOCK_SLACK
 
 
 def run(settings: Settings, env: dict[str, str]) -> tuple[int, dict]:
