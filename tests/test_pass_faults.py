@@ -215,12 +215,13 @@ RECORDED_DISPATCH = """\
 
 
 @pytest.mark.hermes
-def test_sigterm_mid_dispatch_never_lets_two_dispatches_run_at_once(paced_host):
+@pytest.mark.parametrize("script", [CAPPED, SUBMINUTE], ids=["capped", "subminute"])
+def test_sigterm_mid_dispatch_never_lets_two_dispatches_run_at_once(paced_host, script):
     paced_host.create_cards(3)
     wrapper = _wrapper(paced_host, "recording-hermes", RECORDED_DISPATCH)
     delay = "41.75"  # an argv no other process has: the first dispatch's sleep
     first = subprocess.Popen(
-        [str(CAPPED)],
+        [str(script)],
         env=paced_host.pacer_env(HERMES_BIN=str(wrapper), DISPATCH_DELAY=delay),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -243,6 +244,7 @@ def test_sigterm_mid_dispatch_never_lets_two_dispatches_run_at_once(paced_host):
     record = _fields(out)
     assert first.returncode == 1, out + err
     assert (record["reason"], record["rc"]) == ("terminated", "1"), out + err
+    assert len(_records(out)) == 1  # and a loop stopped there
     assert "Traceback" not in err
     assert _fields(seconds[-1])["reason"] == "dispatched", seconds
     calls = [call for call in _calls(wrapper) if not call.startswith("dispatch")]
