@@ -215,14 +215,18 @@ RECORDED_DISPATCH = """\
 
 
 @pytest.mark.hermes
-@pytest.mark.parametrize("script", [CAPPED, SUBMINUTE], ids=["capped", "subminute"])
-def test_sigterm_mid_dispatch_never_lets_two_dispatches_run_at_once(paced_host, script):
+@pytest.mark.parametrize(
+    ("script", "loop_env"),
+    [(CAPPED, {}), (SUBMINUTE, {}), (SUBMINUTE, {"CAP_SCRIPT": str(CAPPED)})],
+    ids=["capped", "subminute", "subminute-cap-script"],
+)
+def test_sigterm_mid_dispatch_never_lets_two_dispatches_run_at_once(paced_host, script, loop_env):
     paced_host.create_cards(3)
     wrapper = _wrapper(paced_host, "recording-hermes", RECORDED_DISPATCH)
     delay = "41.75"  # an argv no other process has: the first dispatch's sleep
     first = subprocess.Popen(
         [str(script)],
-        env=paced_host.pacer_env(HERMES_BIN=str(wrapper), DISPATCH_DELAY=delay),
+        env=paced_host.pacer_env(HERMES_BIN=str(wrapper), DISPATCH_DELAY=delay, **loop_env),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
