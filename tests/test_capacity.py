@@ -6,6 +6,7 @@ import io
 import json
 
 from hermes_pacer import board, capacity, passlog, subminute
+from hermes_pacer.hermes import StopSignals
 
 F = frozenset
 
@@ -89,14 +90,14 @@ class FakeClock:
 def _grid(monkeypatch, runs: int, pass_seconds: float) -> list[float]:
     fake = FakeClock(pass_seconds)
 
-    def one_pass(settings, env, budget):
+    def one_pass(settings, env, budget, stop):
         fake.starts.append(fake.now - 1000.0)
         fake.now += fake.pass_seconds
         return 0
 
     monkeypatch.setattr(subminute, "_one_pass", one_pass)
     settings = type("S", (), {"runs_per_minute": runs})()
-    subminute._loop(settings, {}, fake.clock, fake.sleep)
+    subminute._loop(settings, {}, fake.clock, fake.sleep, StopSignals())
     return fake.starts
 
 

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from . import __version__, capped_pass, flows, passlog, settings, subminute, verify
+from .hermes import StopSignals
 
 ENVIRONMENT = """\
 environment:
@@ -28,10 +29,14 @@ environment:
                     even with no free slot, so stale and crashed claims are reclaimed
                     (0-86400, 0 = never; default 60)
   HERMES_HOME, HERMES_KANBAN_HOME, HERMES_KANBAN_DB
-                    locate the boards as hermes does
+                    locate the boards as hermes does (absolute paths)
+
+Each pass logs one record with its reason and rc (its exit status), whatever happens. SIGTERM,
+SIGINT or SIGHUP during a pass ends its hermes call (and that call's process group, never a
+worker) before the board's lock is released, then logs reason=terminated.
 
 exit status: 0 done (a skip included), 1 failed closed (nothing dispatched, reason logged),
-2 bad input (nothing done)
+2 bad input (nothing done; reason=settings_invalid logged)
 """
 
 DESCRIPTIONS = {
@@ -116,12 +121,26 @@ def main(argv: list[str] | None = None) -> int:
         config = settings.load(env)
     except settings.SettingError as exc:
         print(f"hermes-pacer: {exc}", file=sys.stderr)
+        _log_settings_invalid(env, exc)
         return 2
     if args.command == "subminute":
         return subminute.run(config, env)
-    code, record = capped_pass.run(config, env)
-    passlog.emit(record, config.log_format)
-    return code
+    with StopSignals() as stop:  # a stop ends the pass's hermes call before its lock is released
+        code, record = capped_pass.run(config, env, stop)
+        return code if passlog.emit(record, config.log_format) else 1
+
+
+def _log_settings_invalid(env: dict[str, str], exc: settings.SettingError) -> None:
+    """The record a pass with bad settings leaves where its passes are read (a log, the journal)."""
+    board = env.get("BOARD", "").strip()
+    fmt = env.get("PACER_LOG_FORMAT", "").strip()
+    record = {
+        "board": board if settings.BOARD_SLUG.match(board) else None,
+        "reason": "settings_invalid",
+        "rc": 1,
+        "error": str(exc),
+    }
+    passlog.emit(record, fmt if fmt in ("kv", "json") else "kv")
 
 
 if __name__ == "__main__":

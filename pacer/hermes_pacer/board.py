@@ -8,8 +8,11 @@ The paths follow Hermes' own resolution (hermes_cli.kanban_db.kanban_db_path).
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import re
 import sqlite3
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,12 +46,25 @@ def current_board(root: Path, env: dict[str, str]) -> str:
     """The board Hermes uses when none is named: env, then <root>/kanban/current, then default."""
     candidates = [env.get("HERMES_KANBAN_BOARD", "")]
     with contextlib.suppress(OSError):
-        candidates.append((root / "kanban" / "current").read_text(encoding="utf-8"))
+        candidates.append(_read_small_file(root / "kanban" / "current", 4096))
     for raw in candidates:
         slug = raw.strip().lower()
         if slug and re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,63}", slug) and db_path(root, slug, {}).exists():
             return slug
     return DEFAULT_BOARD
+
+
+def _read_small_file(path: Path, limit: int) -> str:
+    """A regular file of at most `limit` bytes, as Hermes reads it (through links: the pass runs as
+    the Hermes user), but never a FIFO or device that would hang the pass; OSError otherwise."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, f"{path} is not a regular file: not read")
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(errno.EFBIG, f"{path} is larger than {limit} bytes: not read")
+    return data.decode("utf-8", "replace")
 
 
 def db_path(root: Path, board: str, env: dict[str, str]) -> Path:

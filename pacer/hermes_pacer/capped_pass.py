@@ -1,7 +1,9 @@
 """One pacing pass for one board: count what holds a slot, dispatch only the free slots.
 
 Exit status: 0 when the pass did its job (including a skip), 1 when it failed closed (the state
-could not be known or Hermes failed: nothing was dispatched, or what was is in the log).
+could not be known, Hermes failed, the pass was stopped or hit an error of its own: nothing was
+dispatched, or what was is in the log). Whatever happens, the pass ends in exactly one record,
+never a traceback, and its `hermes` calls have ended before its lock is released.
 """
 
 from __future__ import annotations
@@ -12,10 +14,13 @@ from pathlib import Path
 
 from . import board as boards
 from . import capacity, locking, workers
-from .hermes import Hermes, HermesFailed
+from .hermes import Hermes, HermesFailed, Stopped, StopSignals
 from .settings import Settings
 
 RECLAIM_REASON = "hermes-pacer: cap overrun (a card completed during the dispatch), handed back"
+# A lock-file stamp this far in the future means the clock was stepped back since the last
+# dispatch; waiting for the clock to catch up could stop housekeeping for hours.
+CLOCK_SLACK = 5.0
 
 
 def _count(db: Path, board: str) -> tuple[boards.Snapshot, workers.LiveWorkers]:
@@ -27,65 +32,95 @@ def _housekeeping_due(lock_fd: int, every: int, now: float) -> bool:
 
     The lock file's mtime records the last CLI dispatch of this board.
     """
-    return every > 0 and now - os.fstat(lock_fd).st_mtime >= every
+    if every <= 0:
+        return False
+    age = now - os.fstat(lock_fd).st_mtime
+    return age >= every or age < -CLOCK_SLACK
 
 
-def run(settings: Settings, env: dict[str, str]) -> tuple[int, dict]:
+def _warn(record: dict, text: str) -> None:
+    record["warning"] = f"{record['warning']};{text}" if record.get("warning") else text
+
+
+def run(settings: Settings, env: dict[str, str], stop: StopSignals | None = None) -> tuple[int, dict]:
+    """One pass; its exit status and its record (with `rc`). Never raises."""
     started = time.monotonic()
+    record: dict = {"board": settings.board, "cap": settings.max_parallel}
+    try:
+        code = _pass(settings, env, stop, record)
+    except Stopped as exc:
+        code = 1
+        record.update(reason="terminated", error=str(exc))
+    except Exception as exc:  # a pass never ends in a traceback: the loop must go on
+        code = 1
+        record.update(reason="internal_error", error=f"{type(exc).__name__}: {exc}")
+    record["rc"] = code
+    record["ms"] = round((time.monotonic() - started) * 1000)
+    return code, record
+
+
+def _pass(settings: Settings, env: dict[str, str], stop: StopSignals | None, record: dict) -> int:
     root = boards.hermes_root(env)
     board = settings.board or boards.current_board(root, env)
-    record: dict = {"board": board, "cap": settings.max_parallel}
+    record["board"] = board
     caps = boards.native_caps(boards.config_path(env))
     if caps:
-        record["warning"] = "native_cap_set:" + ",".join(f"{k}:{v}" for k, v in sorted(caps.items()))
+        _warn(record, "native_cap_set:" + ",".join(f"{k}:{v}" for k, v in sorted(caps.items())))
     try:
         locking.ensure_dir(settings.lock_dir)
         lock_fd = locking.try_lock(settings.lock_dir / f"board-{board}.lock")
     except (locking.LockDirUnsafe, OSError) as exc:
-        return 1, {**record, "reason": "lock_unavailable", "error": str(exc)}
+        record.update(reason="lock_unavailable", error=str(exc))
+        return 1
     if lock_fd is None:
-        return 0, {**record, "reason": "locked"}
+        record["reason"] = "locked"
+        return 0
     try:
-        code, result = _locked_pass(settings, env, root, board, lock_fd)
+        hermes = Hermes(settings.hermes_bin, board, settings.hermes_timeout, stop)
+        return _locked_pass(settings, env, hermes, root, lock_fd, record)
     finally:
-        os.close(lock_fd)
-    result = {**record, **result}
-    result["ms"] = round((time.monotonic() - started) * 1000)
-    return code, result
+        os.close(lock_fd)  # only now: any hermes call of this pass has ended
 
 
 def _locked_pass(
-    settings: Settings, env: dict[str, str], root: Path, board: str, lock_fd: int
-) -> tuple[int, dict]:
+    settings: Settings, env: dict[str, str], hermes: Hermes, root: Path, lock_fd: int, record: dict
+) -> int:
+    board = hermes.board
     db = boards.db_path(root, board, env)
     cap = settings.max_parallel
     try:
         snap, live = _count(db, board)
     except (boards.BoardUnreadable, OSError) as exc:
-        return 1, {"reason": "count_unknown", "error": str(exc)}
+        record.update(reason="count_unknown", error=str(exc))
+        return 1
+    if live.foreign:
+        # Worker look-alikes of other users: not counted, but worth a look (verify names them too).
+        _warn(record, "foreign_workers_ignored:" + ",".join(map(str, live.foreign[:10])))
     step = capacity.plan(cap, snap.running, live.tasks, live.unattributed)
-    record = {
-        "running": len(snap.running),
-        "workers": len(live.tasks) + live.unattributed,
-        "lingering": step.lingering,
-        "occupied": step.occupied,
-        "slots": step.slots,
-        "ready": snap.ready,
-    }
+    record.update(
+        running=len(snap.running),
+        workers=len(live.tasks) + live.unattributed,
+        lingering=step.lingering,
+        occupied=step.occupied,
+        slots=step.slots,
+        ready=snap.ready,
+    )
     housekeeping = (snap.running or snap.ready or snap.todo) and _housekeeping_due(
         lock_fd, settings.housekeeping_seconds, time.time()
     )
     if not housekeeping:
         if snap.ready == 0:
-            return 0, {**record, "reason": "no_ready"}
+            record["reason"] = "no_ready"
+            return 0
         if step.slots == 0:
-            return 0, {**record, "reason": "at_cap"}
-    hermes = Hermes(settings.hermes_bin, board, settings.hermes_timeout)
+            record["reason"] = "at_cap"
+            return 0
     record["max"] = step.max_arg
     try:
         spawned = hermes.dispatch(step.max_arg)
     except HermesFailed as exc:
-        return 1, {**record, "reason": exc.reason, "error": exc.detail}
+        record.update(reason=exc.reason, error=exc.detail)
+        return 1
     finally:
         os.utime(lock_fd)
     record["spawned"] = spawned
@@ -96,23 +131,24 @@ def _locked_pass(
     else:
         record["reason"] = "housekeeping"
     if not spawned:
-        return 0, record
-    return _hand_back_overrun(hermes, cap, db, board, spawned, record)
+        return 0
+    return _hand_back_overrun(hermes, cap, db, spawned, record)
 
 
-def _hand_back_overrun(
-    hermes: Hermes, cap: int, db: Path, board: str, spawned: list[str], record: dict
-) -> tuple[int, dict]:
+def _hand_back_overrun(hermes: Hermes, cap: int, db: Path, spawned: list[str], record: dict) -> int:
     try:
-        snap, live = _count(db, board)
+        snap, live = _count(db, hermes.board)
     except (boards.BoardUnreadable, OSError) as exc:
-        return 1, {**record, "error": f"recount after dispatch failed: {exc}"}
+        record["error"] = f"recount after dispatch failed: {exc}"
+        return 1
     over = capacity.excess(cap, snap.running, live.tasks, spawned, live.unattributed)
-    reclaimed = []
+    reclaimed: list[str] = []
+    record["reclaimed"] = reclaimed
     for task_id in reversed(over):
         try:
             hermes.reclaim(task_id, RECLAIM_REASON)
         except HermesFailed as exc:
-            return 1, {**record, "reclaimed": reclaimed, "reason": exc.reason, "error": exc.detail}
+            record.update(reason=exc.reason, error=exc.detail)
+            return 1
         reclaimed.append(task_id)
-    return 0, {**record, "reclaimed": reclaimed}
+    return 0

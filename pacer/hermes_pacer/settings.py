@@ -70,6 +70,20 @@ def _board(env: dict[str, str]) -> str | None:
     return raw
 
 
+# Where Hermes looks for its boards. A relative path would be resolved against whatever directory
+# the pass happens to start in (cron: the home; systemd: /), not where Hermes' workers look.
+# Hermes expands `~` in the kanban overrides but not in HERMES_HOME.
+HERMES_PATHS = (("HERMES_KANBAN_DB", True), ("HERMES_KANBAN_HOME", True), ("HERMES_HOME", False))
+
+
+def _check_hermes_paths(env: dict[str, str]) -> None:
+    for name, expands_user in HERMES_PATHS:
+        raw = env.get(name, "").strip()
+        path = os.path.expanduser(raw) if expands_user else raw
+        if raw and not os.path.isabs(path):
+            raise SettingError(f"{name}={raw!r} is invalid: expected an absolute path")
+
+
 def load(env: dict[str, str] | None = None) -> Settings:
     """Read and validate every setting; raise SettingError on the first bad one."""
     env = dict(os.environ if env is None else env)
@@ -79,6 +93,7 @@ def load(env: dict[str, str] | None = None) -> Settings:
     lock_dir = env.get("PACER_LOCK_DIR", "").strip() or DEFAULT_LOCK_DIR
     if not os.path.isabs(lock_dir):
         raise SettingError(f"PACER_LOCK_DIR={lock_dir!r} is invalid: expected an absolute path")
+    _check_hermes_paths(env)
     return Settings(
         max_parallel=_integer(env, "MAX_PARALLEL", 2, 1, 1000),
         board=_board(env),
