@@ -178,7 +178,7 @@ def run(
         except FileNotFoundError:
             continue
         except OSError as exc:
-            report["refused"].append(str(exc) if str(path) in str(exc) else f"{path}: {exc}")
+            report["refused"].append(paths.refusal(path, exc))
             continue
         change, adopted, left = plan(path, user, text, wanted, home_names)
         report["adopted"] += adopted

@@ -225,7 +225,8 @@ def read(path: Path) -> KanbanConfig:
     except FileNotFoundError:
         return result
     except OSError as exc:
-        result.error = str(exc) if str(path) in str(exc) else f"{path}: {exc.strerror or exc}"
+        message = exc.strerror or str(exc)
+        result.error = message if str(path) in message else f"{path}: {message}"
         return result
     result.found = True
     try:

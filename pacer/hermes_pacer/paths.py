@@ -74,6 +74,12 @@ def _int(raw: str | None, default: int) -> int:
         return default
 
 
+def refusal(path: str | os.PathLike, exc: OSError) -> str:
+    """Why a file was not read, naming it once (safefile's messages already name the path)."""
+    message = exc.strerror or str(exc)
+    return message if os.fspath(path) in message else f"{os.fspath(path)}: {message}"
+
+
 def _read(path: Path, refused: list[str]) -> str | None:
     """The text of a file read as safefile reads; None (and why, in `refused`) when it is not."""
     try:
@@ -81,7 +87,7 @@ def _read(path: Path, refused: list[str]) -> str | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        refused.append(str(exc) if str(path) in str(exc) else f"{path}: {exc}")
+        refused.append(refusal(path, exc))
         return None
 
 
@@ -105,7 +111,7 @@ def managed_cron(etc: Path, refused: list[str] | None = None) -> list[Pacer]:
     return found
 
 
-def _unit_env(text: str) -> dict[str, str]:
+def unit_env(text: str) -> dict[str, str]:
     """The settings of a pacing unit verify needs, by the names the pass uses."""
     env: dict[str, str] = {}
     for line in text.splitlines():
@@ -130,7 +136,7 @@ def managed_timers(etc: Path, systemd_running: bool, refused: list[str] | None =
         text = _read(unit, refused if refused is not None else [])
         if text is None:
             continue
-        env = _unit_env(text)
+        env = unit_env(text)
         env.setdefault("RUNS_PER_MINUTE", _timer_runs_per_minute(unit.with_suffix(".timer")))
         board = env.get("BOARD", unit.stem.removeprefix("hermes-pacer-"))
         timer = unit.with_suffix(".timer")
@@ -206,7 +212,7 @@ def other_units(etc: Path, refused: list[str] | None = None) -> list[DispatchPat
         text = _read(unit, refused if refused is not None else [])
         if text is None:
             continue
-        env = _unit_env(text)
+        env = unit_env(text)
         user = env.pop("PACER_USER", "root")
         for line in text.splitlines():
             key, _, command = line.strip().partition("=")

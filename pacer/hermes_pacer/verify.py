@@ -138,7 +138,7 @@ def recent_passes(pacer: paths.Pacer) -> tuple[str, list[dict[str, str]]]:
         except FileNotFoundError:
             lines = []
         except OSError as exc:
-            raise PassesUnreadable(str(exc) if log in str(exc) else f"{log}: {exc}") from exc
+            raise PassesUnreadable(paths.refusal(log, exc)) from exc
     records = [r for r in map(parse_record, lines) if r is not None and _stamp(r) is not None]
     return where, records
 
