@@ -210,6 +210,18 @@ def test_jobs_json_linked_to_dev_zero_or_a_fifo_is_named_not_a_hang(paced, targe
 
 
 @pytest.mark.hermes
+def test_a_board_database_linked_to_a_fifo_is_named_not_a_hang(paced):
+    fifo = paced.home / "log" / "fifo"
+    os.mkfifo(fifo)
+    db = paced.root / "kanban.db"
+    db.unlink()
+    db.symlink_to(fifo)
+    _nobodys(db)
+    code, _, text = _verify(paced)
+    assert code == 1 and f"cannot read the board: {db}: kanban.db is a symbolic link" in text
+
+
+@pytest.mark.hermes
 def test_every_pass_failed_closed_is_not_safe(paced):
     now = time.time()
     paced.log.write_text("".join(_kv(now - 400 + 10 * i, "hermes_failed", 1, "exit 2") for i in range(40)))

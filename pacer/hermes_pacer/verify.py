@@ -231,6 +231,13 @@ def _queue(root: Path, board: str, cap: int | None, proc: str) -> tuple[dict, li
     problems = []
     db = boards.db_path(root, board, {})
     try:
+        # SQLite would follow a link and block on a FIFO: open it the safe way first.
+        os.close(safefile.open_file(db))
+    except FileNotFoundError:
+        pass  # snapshot says so
+    except OSError as exc:
+        return {}, [f"cannot read the board: {paths.refusal(db, exc)}"]
+    try:
         snap = boards.snapshot(db)
     except boards.BoardUnreadable as exc:
         return {}, [f"cannot read the board: {exc}"]
