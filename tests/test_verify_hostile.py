@@ -278,6 +278,16 @@ def test_profile_and_board_forms_of_dispatch_lines_are_seen(paced):
 
 
 @pytest.mark.hermes
+def test_a_board_slug_hermes_refuses_is_reported_as_such(paced):
+    spool = paced.etc / "spool"
+    spool.mkdir()
+    (spool / "hermes").write_text(f"HOME={paced.home}\n* * * * * hermes kanban --board ../x dispatch\n")
+    _, report, _ = _verify(paced)
+    assert [p["kind"] for p in _board(report)["paths"]] == ["pacer"]
+    assert "board slug '../x' is refused by Hermes" in " ".join(report["warnings"])
+
+
+@pytest.mark.hermes
 def test_a_dispatch_line_of_another_home_is_not_this_homes_path(paced):
     spool = paced.etc / "spool"
     spool.mkdir()

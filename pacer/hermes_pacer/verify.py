@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import board as boards
-from . import capacity, hermes_config, paths, safefile, workers
+from . import capacity, cronrules, hermes_config, paths, safefile, workers
 
 LOG_TAIL_BYTES = 64 * 1024
 JOURNAL_LINES = 200
@@ -470,6 +470,11 @@ def run(
         if warning:
             warnings.append(warning)
     checks += _refused_checks(refused)
+    warnings += [
+        f"{found.detail}: it dispatches nothing (Hermes refuses the board slug)"
+        for found in others
+        if found.board != "*" and not cronrules.SLUG.match(found.board)
+    ]
     ok = bool(reports) and all(not r.problems for r in reports) and all(c.ok for c in checks)
     return {
         "ok": ok,
