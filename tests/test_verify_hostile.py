@@ -90,6 +90,19 @@ def test_a_pass_record_in_json_is_read_too():
     assert record is not None and record["reason"] == "at_cap" and not verify.failed_closed(record)
 
 
+def test_the_managed_scope_turning_the_dispatcher_on_fails(tmp_path):
+    # Hermes 0.19 reads /etc/hermes/config.yaml last and lets it win, key by key.
+    etc = tmp_path / "etc"
+    (etc / "hermes").mkdir(parents=True)
+    (etc / "hermes" / "config.yaml").write_text("kanban:\n  dispatch_in_gateway: yes\n")
+    report = verify.run(etc=etc, spool=tmp_path / "spool", homes=[tmp_path / "none"])
+    check = next(c for c in report["checks"] if c["name"].startswith("managed config"))
+    assert not check["ok"] and not report["ok"]
+    (etc / "hermes" / "config.yaml").write_text("kanban:\n  dispatch_in_gateway: off\n")
+    report = verify.run(etc=etc, spool=tmp_path / "spool", homes=[tmp_path / "none"])
+    assert next(c for c in report["checks"] if c["name"].startswith("managed config"))["ok"]
+
+
 # --- with Hermes: verify on a paced home ----------------------------------------------------------
 
 

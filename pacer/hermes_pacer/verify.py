@@ -360,6 +360,17 @@ def _homes_of(root: Path) -> list[Path]:
     return [root, *sorted(p for p in (root / "profiles").glob("*") if p.is_dir() or p.is_symlink())]
 
 
+def _managed_scope_check(etc: Path) -> Check | None:
+    """Hermes 0.19's managed scope (<etc>/hermes/config.yaml, root's) wins over every user config
+    key by key: when it turns the gateway dispatcher on, no user config can turn it off."""
+    managed = hermes_config.read(etc / "hermes" / "config.yaml")
+    if not managed.found or "dispatch_in_gateway" not in managed.values:
+        return None
+    on, why = hermes_config.gateway_dispatch(managed, None)
+    fix = "set kanban.dispatch_in_gateway: false in the managed scope, or remove the key there"
+    return Check(f"managed config {managed.path}", not on, why, fix if on else "")
+
+
 def _config_checks(root: Path) -> list[Check]:
     checks = []
     for home in _homes_of(root):
@@ -469,6 +480,8 @@ def run(
         warning = _foreign_warning(root, lookalikes)
         if warning:
             warnings.append(warning)
+    managed_scope = _managed_scope_check(etc)
+    checks += [managed_scope] if managed_scope else []
     checks += _refused_checks(refused)
     warnings += [
         f"{found.detail}: it dispatches nothing (Hermes refuses the board slug)"
