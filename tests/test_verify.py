@@ -94,11 +94,24 @@ def test_a_gateway_with_its_dispatcher_off_is_fine(paced):
     assert [p["kind"] for p in _board(report)["paths"]] == ["pacer"]
 
 
-def test_the_environment_override_turns_a_gateway_dispatcher_on(paced):
+def test_the_environment_override_only_turns_a_gateway_dispatcher_off(paced):
+    # Hermes' rule: HERMES_KANBAN_DISPATCH_IN_GATEWAY=0/false/no/off turns it off; any other value
+    # leaves the config in charge (measured: "1" with the config false logs "disabled via config").
     paced.env["HERMES_KANBAN_DISPATCH_IN_GATEWAY"] = "1"
     _start(paced, "gateway", "run")
-    code, _, text = _verify(paced)
-    assert code == 1 and "HERMES_KANBAN_DISPATCH_IN_GATEWAY=1" in text
+    code, report, text = _verify(paced)
+    assert code == 0, text
+    assert [p["kind"] for p in _board(report)["paths"]] == ["pacer"]
+
+
+def test_the_environment_override_turns_a_configured_gateway_dispatcher_off(paced):
+    config = paced.root / "config.yaml"
+    config.write_text(config.read_text().replace("dispatch_in_gateway: false", "dispatch_in_gateway: true"))
+    paced.env["HERMES_KANBAN_DISPATCH_IN_GATEWAY"] = "Off"
+    _start(paced, "gateway", "run")
+    _, report, text = _verify(paced)
+    assert [p["kind"] for p in _board(report)["paths"]] == ["pacer"], text
+    assert f"FAIL config {config}" in text  # a gateway started without the override would dispatch
 
 
 def test_a_kanban_daemon_is_a_second_path(paced):

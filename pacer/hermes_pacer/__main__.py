@@ -1,5 +1,6 @@
 """Command line of the pacing core: `capped` (one pass), `subminute` (a minute of passes),
-`verify` (the host check) and `flow` (create the cards of flow files)."""
+`verify` (the host check), `flow` (create the cards of flow files) and `adopt-cron` (comment out
+hand-made dispatch cron lines of managed boards)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__, capped_pass, flows, passlog, settings, subminute, verify
+from . import __version__, adopt, capped_pass, flows, passlog, settings, subminute, verify
 from .hermes import StopSignals
 
 ENVIRONMENT = """\
@@ -45,6 +46,9 @@ DESCRIPTIONS = {
     "subminute": "RUNS_PER_MINUTE capped passes spread evenly over one minute (for cron).",
     "verify": "Check this host: one dispatcher path per board, the cap holding, the config wired. "
     "Exit status 0 when safe, 1 when not.",
+    "adopt-cron": "Comment out the crontab lines that dispatch a managed board of the managed Hermes "
+    "home (each changed file backed up first), so the managed pacer is the board's one dispatcher path. "
+    "Run as root.",
     "flow": "Create the cards of parent/child flows described in YAML (or JSON) files, each card "
     "after its parents, idempotently: a second run creates nothing.",
 }
@@ -63,6 +67,36 @@ run again to complete it), 2 bad input (nothing created)
 """
 
 
+def _adopt_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--board", action="append", default=[], help="a managed board slug (repeatable)")
+    parser.add_argument(
+        "--home",
+        type=Path,
+        action="append",
+        default=[],
+        help="the managed Hermes root, e.g. /home/hermes/.hermes (repeatable); lines of other homes stay",
+    )
+    parser.add_argument(
+        "--managed-file",
+        type=Path,
+        action="append",
+        default=[],
+        help="a cron file the pacer writes itself, never touched (repeatable)",
+    )
+    parser.add_argument(
+        "--backup-dir", type=Path, required=True, help="where each changed crontab is copied first (0700)"
+    )
+    parser.add_argument("--check", action="store_true", help="report, change nothing")
+    parser.add_argument("--json", action="store_true", help="the report as JSON")
+    parser.add_argument("--etc", type=Path, default=Path("/etc"), help="where the system crontabs are")
+    parser.add_argument(
+        "--spool",
+        type=Path,
+        default=adopt.SYSTEM_SPOOL,
+        help="user crontabs (another directory than the system's is rewritten in place: for tests)",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="hermes-pacer",
@@ -78,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             name,
             help=text,
             description=text,
-            epilog={"verify": None, "flow": FLOW_ENVIRONMENT}.get(name, ENVIRONMENT),
+            epilog={"verify": None, "adopt-cron": None, "flow": FLOW_ENVIRONMENT}.get(name, ENVIRONMENT),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         for name, text in DESCRIPTIONS.items()
@@ -95,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         help="a Hermes home to check (repeatable). Default: the /root, /home/* and /var/lib/* homes "
         "holding a kanban.db. The homes of managed pacers and running Hermes processes are always checked.",
     )
+    _adopt_arguments(parsers["adopt-cron"])
     flow = parsers["flow"]
     flow.add_argument(
         "files", type=Path, nargs="+", metavar="FILE", help="flow file (YAML or JSON; - for stdin)"
@@ -112,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "flow":
         return flows.command(args, dict(os.environ))
+    if args.command == "adopt-cron":
+        return adopt.command(args)
     if args.command == "verify":
         report = verify.run(etc=args.etc, spool=args.spool, homes=args.home)
         print(json.dumps(report, indent=2) if args.json else verify.render(report))

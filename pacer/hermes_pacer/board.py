@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import hermes_config
+
 DEFAULT_BOARD = "default"
 
 
@@ -120,58 +122,9 @@ def oldest_ready_age(path: Path) -> int | None:
     return None if oldest is None else max(0, int(time.time()) - int(oldest))
 
 
-_KANBAN_KEY = re.compile(r"^\s+([A-Za-z_][A-Za-z0-9_]*)\s*:\s*([^#\s][^#]*?)?\s*(#.*)?$")
-_NULLS = ("", "null", "~", "none")
-
-
-def kanban_settings(config: Path) -> dict[str, str]:
-    """Scalar keys under the top-level `kanban:` mapping of a Hermes config.yaml, by a plain scan.
-
-    A line scan keeps the pacer free of a YAML dependency; it only has to read scalars one level
-    under `kanban:`. Null values are left out.
-    """
-    found: dict[str, str] = {}
-    try:
-        lines = config.read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return found
-    in_kanban = False
-    indent = None
-    for line in lines:
-        if line.strip() == "" or line.lstrip().startswith("#"):
-            continue
-        if not line[0].isspace():
-            in_kanban = line.split("#", 1)[0].strip() == "kanban:"
-            indent = None
-            continue
-        if not in_kanban:
-            continue
-        width = len(line) - len(line.lstrip())
-        indent = width if indent is None else indent
-        match = _KANBAN_KEY.match(line) if width == indent else None
-        if match and (match.group(2) or "").strip("'\"").lower() not in _NULLS:
-            found[match.group(1)] = (match.group(2) or "").strip("'\"")
-    return found
-
-
-def kanban_value(config: Path, key: str) -> str | None:
-    return kanban_settings(config).get(key)
-
-
-NATIVE_CAPS = ("max_in_progress", "max_spawn")
-
-
-def native_caps(config: Path) -> dict[str, str]:
-    """kanban.max_in_progress / kanban.max_spawn set in a Hermes config.yaml.
-
-    Hermes clamps `dispatch --max` by these and counts running cards twice (upstream #33326), so
-    the pass reports them.
-    """
-    return {key: value for key, value in kanban_settings(config).items() if key in NATIVE_CAPS}
-
-
-def config_path(env: dict[str, str]) -> Path:
-    """The config the dispatch CLI reads: HERMES_HOME's, or the root home's."""
-    home = env.get("HERMES_HOME", "").strip()
-    base = Path(home) if home else Path(env.get("HOME") or Path.home()) / ".hermes"
-    return base / "config.yaml"
+# The config reading lives in hermes_config (typed, bounded, never through the Hermes user's links);
+# these names stay for the pass and its tests.
+kanban_settings = hermes_config.kanban_settings
+native_caps = hermes_config.native_caps
+config_path = hermes_config.config_path
+NATIVE_CAPS = hermes_config.NATIVE_CAPS

@@ -2,13 +2,17 @@
 
 A path is the managed pacer (a systemd timer or the managed cron line), a Hermes gateway whose
 embedded dispatcher is on, a `hermes kanban daemon`, or any other cron line or systemd unit that
-runs `hermes kanban dispatch`, `hermes kanban daemon` or a dispatch script. Two paths on one board
-race for claims; none leaves it undispatched.
+runs `hermes kanban dispatch`, `hermes kanban daemon` or a dispatch script (cronrules decides).
+Two paths on one board race for claims; none leaves it undispatched.
+
+`verify` runs as root and much of what it reads here is the Hermes user's (its crontab, its
+Hermes cron jobs and their scripts, its processes' command lines and environments): every file is
+read through safefile (bounded, no link another user made, nothing but a regular file) and every
+/proc read is bounded. A file that is refused is named in `refused`, never followed.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -18,12 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import board as boards
+from . import cronrules, hermes_config, safefile
 
-DISPATCH = re.compile(r"hermes-kanban-dispatch-|hermes\S*\s+kanban\s+(?:.*\s)?(?:dispatch|daemon)\b")
-BOARD_ON_LINE = re.compile(r"(?:\bBOARD=|--board[= ])['\"]?([a-z0-9][a-z0-9_-]{0,63})")
-ENV_ASSIGNMENT = re.compile(r"\b([A-Z_][A-Z0-9_]*)=(\S+)")
+# A prompt of a Hermes cron job is text for an agent, not a command: any mention counts.
+PROMPT_DISPATCH = re.compile(r"hermes-kanban-dispatch-|hermes\S*\s+kanban\s+(?:.*\s)?(?:dispatch|daemon)\b")
 MANAGED_CRON = "cron.d/hermes-pacer"
-FALSE_WORDS = {"false", "no", "off", "0"}
+PROC_LIMIT = 256 * 1024  # a command line or an environment is far smaller (ARG_MAX is 2 MiB)
 
 
 @dataclass
@@ -42,84 +46,111 @@ class Pacer:
 
     @property
     def cap(self) -> int:
-        return int(self.env.get("MAX_PARALLEL", "2"))
+        return _int(self.env.get("MAX_PARALLEL"), 2)
 
     @property
     def cadence_seconds(self) -> float:
-        return 60.0 / int(self.env.get("RUNS_PER_MINUTE", "60" if self.scheduler == "systemd" else "4"))
+        default = 60 if self.scheduler == "systemd" else 4
+        return 60.0 / max(1, _int(self.env.get("RUNS_PER_MINUTE"), default))
+
+    @property
+    def journal_id(self) -> str:
+        """The journal identifier its passes log under (systemd), "" when it logs to a file."""
+        return self.env.get("PACER_JOURNAL_ID", "")
 
 
 @dataclass
 class DispatchPath:
-    kind: str  # pacer | gateway | daemon | cron | systemd
+    kind: str  # pacer | gateway | daemon | cron | systemd | hermes-cron
     board: str  # a slug, or "*" for every board of the home
     detail: str
-    root: str = ""
+    root: str = ""  # the Hermes root it dispatches; "" when unknown (it is then held against every home)
 
 
-def _cron_board(line: str) -> str:
-    match = BOARD_ON_LINE.search(line)
-    return match.group(1) if match else boards.DEFAULT_BOARD
-
-
-def _active_lines(text: str):
-    for line in text.splitlines():
-        stripped = line.strip()
-        if stripped and not stripped.startswith("#") and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", stripped):
-            yield stripped
-
-
-def managed_cron(etc: Path) -> list[Pacer]:
-    found = []
-    path = etc / MANAGED_CRON
+def _int(raw: str | None, default: int) -> int:
     try:
-        text = path.read_text()
-    except OSError:
+        return int(raw) if raw is not None else default
+    except ValueError:
+        return default
+
+
+def refusal(path: str | os.PathLike, exc: OSError) -> str:
+    """Why a file was not read, naming it once (safefile's messages already name the path)."""
+    message = exc.strerror or str(exc)
+    return message if os.fspath(path) in message else f"{os.fspath(path)}: {message}"
+
+
+def _read(path: Path, refused: list[str]) -> str | None:
+    """The text of a file read as safefile reads; None (and why, in `refused`) when it is not."""
+    try:
+        return safefile.read_text(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        refused.append(refusal(path, exc))
+        return None
+
+
+def managed_cron(etc: Path, refused: list[str] | None = None) -> list[Pacer]:
+    found: list[Pacer] = []
+    path = etc / MANAGED_CRON
+    text = _read(path, refused if refused is not None else [])
+    if text is None:
         return found
-    for line in _active_lines(text):
-        if "hermes-kanban-dispatch-" not in line or line.startswith("@reboot"):
-            continue
-        command, _, log = line.partition(">>")
-        words = command.split()
-        env = dict(ENV_ASSIGNMENT.findall(command))
-        env["PACER_USER"] = words[5] if len(words) > 5 else ""
-        env["PACER_SCRIPT"] = next((w for w in words if "hermes-kanban-dispatch-" in w), "")
-        if log.split():
-            env["PACER_LOG_FILE"] = log.split()[0]
-        board = env.get("BOARD", boards.DEFAULT_BOARD)
-        found.append(Pacer(board, "cron", env, str(path)))
+    for line in cronrules.lines(text, None):
+        for argv, env in cronrules.commands(line):
+            if os.path.basename(argv[0]) not in cronrules.SCRIPT_NAMES:
+                continue
+            env = {k: v for k, v in env.items() if not k.startswith("__")}
+            env["PACER_USER"] = line.user
+            env["PACER_SCRIPT"] = argv[0]
+            log = line.command.partition(">>")[2].split()
+            if log:
+                env["PACER_LOG_FILE"] = log[0]
+            found.append(Pacer(env.get("BOARD", boards.DEFAULT_BOARD), "cron", env, str(path)))
     return found
 
 
-def managed_timers(etc: Path, systemd_running: bool) -> list[Pacer]:
+def unit_env(text: str) -> dict[str, str]:
+    """The settings of a pacing unit verify needs, by the names the pass uses."""
+    env: dict[str, str] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition("=")
+        if key == "Environment":
+            name, _, setting = value.partition("=")
+            env[name] = setting
+        elif key == "User":
+            env["PACER_USER"] = value
+        elif key == "ExecStart":
+            env["PACER_SCRIPT"] = value.split()[0] if value.split() else ""
+        elif key == "SyslogIdentifier":
+            env["PACER_JOURNAL_ID"] = value.strip()
+        elif key == "StandardOutput" and value.startswith("append:"):
+            env["PACER_LOG_FILE"] = value.removeprefix("append:")  # units rendered before C3
+    return env
+
+
+def managed_timers(etc: Path, systemd_running: bool, refused: list[str] | None = None) -> list[Pacer]:
     found = []
     for unit in sorted((etc / "systemd" / "system").glob("hermes-pacer-*.service")):
-        env = {}
-        for line in unit.read_text().splitlines():
-            key, _, value = line.partition("=")
-            if key == "Environment":
-                name, _, setting = value.partition("=")
-                env[name] = setting
-            elif key == "User":
-                env["PACER_USER"] = value
-            elif key == "ExecStart":
-                env["PACER_SCRIPT"] = value.split()[0]
-            elif key == "StandardOutput" and value.startswith("append:"):
-                env["PACER_LOG_FILE"] = value.removeprefix("append:")
+        text = _read(unit, refused if refused is not None else [])
+        if text is None:
+            continue
+        env = unit_env(text)
         env.setdefault("RUNS_PER_MINUTE", _timer_runs_per_minute(unit.with_suffix(".timer")))
         board = env.get("BOARD", unit.stem.removeprefix("hermes-pacer-"))
         timer = unit.with_suffix(".timer")
-        active = timer.exists() and (not systemd_running or _unit_active(timer.name))
+        active = safefile.exists(timer) and (not systemd_running or _unit_active(timer.name))
         found.append(Pacer(board, "systemd", env, str(timer), active=active))
     return found
 
 
 def _timer_runs_per_minute(timer: Path) -> str:
     try:
-        match = re.search(r"^OnUnitActiveSec=(\d+)ms", timer.read_text(), re.M)
+        match = re.search(r"^OnUnitActiveSec=(\d+)ms", safefile.read_text(timer), re.M)
     except OSError:
         match = None
-    return str(max(1, round(60000 / int(match.group(1))))) if match else "60"
+    return str(max(1, round(60000 / max(1, int(match.group(1)))))) if match else "60"
 
 
 def _unit_active(name: str) -> bool:
@@ -132,42 +163,82 @@ def _unit_active(name: str) -> bool:
         return False
 
 
-def other_cron_lines(etc: Path, spool: Path) -> list[DispatchPath]:
-    """Cron lines outside the managed file that dispatch a board."""
-    found = []
-    sources = [(p, p.name) for p in sorted(spool.glob("*"))] if spool.is_dir() else []
+def _describe(dispatch: cronrules.Dispatch) -> str:
+    parts = [f"board {dispatch.board}"]
+    if dispatch.profile:
+        parts.append(f"profile {dispatch.profile}")
+    parts.append(f"home {dispatch.home or 'unknown'}")
+    if dispatch.refused:
+        parts.append(dispatch.refused)
+    return ", ".join(parts)
+
+
+def crontab_sources(etc: Path, spool: Path) -> list[tuple[Path, str | None]]:
+    """(path, owner) of every crontab: user crontabs (owner = file name), then system ones (None)."""
+    sources: list[tuple[Path, str | None]] = [(p, p.name) for p in sorted(spool.glob("*"))]
     sources += [(p, None) for p in [etc / "crontab", *sorted((etc / "cron.d").glob("*"))]]
-    for path, user in sources:
-        if path == etc / MANAGED_CRON or not path.is_file():
+    return sources
+
+
+def other_cron_lines(etc: Path, spool: Path, refused: list[str] | None = None) -> list[DispatchPath]:
+    """Cron lines outside the managed file that dispatch a board, each with its home and board."""
+    found = []
+    refused = refused if refused is not None else []
+    for path, owner in crontab_sources(etc, spool):
+        if path == etc / MANAGED_CRON:
             continue
-        try:
-            text = path.read_text(errors="replace")
-        except OSError:
+        text = _read(path, refused)
+        if text is None:
             continue
-        for line in _active_lines(text):
-            if DISPATCH.search(line):
-                who = f" (crontab of {user})" if user else ""
-                found.append(DispatchPath("cron", _cron_board(line), f"{path}{who}: {line}"))
+        for line, dispatches in cronrules.crontab_dispatches(text, owner):
+            who = f" (crontab of {owner})" if owner else ""
+            for dispatch in dispatches:
+                found.append(
+                    DispatchPath(
+                        "cron",
+                        dispatch.board,
+                        f"{path}{who}: {line.text.strip()} [{_describe(dispatch)}]",
+                        dispatch.home,
+                    )
+                )
     return found
 
 
-def other_units(etc: Path) -> list[DispatchPath]:
+def other_units(etc: Path, refused: list[str] | None = None) -> list[DispatchPath]:
     found = []
     for unit in sorted((etc / "systemd" / "system").glob("*.service")):
         if unit.name.startswith("hermes-pacer-"):
             continue
-        try:
-            text = unit.read_text(errors="replace")
-        except OSError:
+        text = _read(unit, refused if refused is not None else [])
+        if text is None:
             continue
+        env = unit_env(text)
+        user = env.pop("PACER_USER", "root")
         for line in text.splitlines():
-            if line.strip().startswith("ExecStart") and DISPATCH.search(line):
-                found.append(DispatchPath("systemd", _cron_board(line), f"{unit}: {line.strip()}"))
+            key, _, command = line.strip().partition("=")
+            if not key.startswith("ExecStart"):
+                continue
+            for dispatch in cronrules.command_dispatches(command.lstrip("-@:+!"), user, env):
+                detail = f"{unit}: {line.strip()} [{_describe(dispatch)}]"
+                found.append(DispatchPath("systemd", dispatch.board, detail, dispatch.home))
     return found
 
 
-def _proc_env(pid: str) -> dict[str, str]:
-    raw = Path(f"/proc/{pid}/environ").read_bytes()
+def proc_read(path: str) -> bytes:
+    """At most PROC_LIMIT bytes of a /proc file (a process can make its environment huge)."""
+    handle = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        return os.read(handle, PROC_LIMIT)
+    finally:
+        os.close(handle)
+
+
+def proc_argv(proc: str, pid: str) -> list[str]:
+    return [a.decode("utf-8", "replace") for a in proc_read(f"{proc}/{pid}/cmdline").split(b"\0") if a]
+
+
+def proc_env(proc: str, pid: str) -> dict[str, str]:
+    raw = proc_read(f"{proc}/{pid}/environ")
     return dict(entry.decode("utf-8", "replace").split("=", 1) for entry in raw.split(b"\0") if b"=" in entry)
 
 
@@ -181,20 +252,17 @@ def _flag(argv: list[str], *names: str) -> str | None:
     return None
 
 
-def gateway_dispatches(argv: list[str], env: dict[str, str]) -> tuple[bool, str]:
-    """Whether a gateway's embedded dispatcher is on, and the config that says so."""
-    override = env.get("HERMES_KANBAN_DISPATCH_IN_GATEWAY", "").strip().lower()
+def gateway_config(argv: list[str], env: dict[str, str]) -> Path:
+    """The config.yaml a gateway process reads: its profile's, its HERMES_HOME's, or the root's."""
     root = boards.hermes_root(env)
     profile = _flag(argv, "-p", "--profile")
-    config = (
-        root / "profiles" / profile if profile else Path(env.get("HERMES_HOME") or root)
-    ) / "config.yaml"
-    if override:
-        return override not in FALSE_WORDS, f"HERMES_KANBAN_DISPATCH_IN_GATEWAY={override}"
-    value = boards.kanban_value(config, "dispatch_in_gateway")
-    if value is None:
-        return True, f"{config}: kanban.dispatch_in_gateway unset (Hermes' default: on)"
-    return value.lower() not in FALSE_WORDS, f"{config}: kanban.dispatch_in_gateway: {value}"
+    return (root / "profiles" / profile if profile else Path(env.get("HERMES_HOME") or root)) / "config.yaml"
+
+
+def gateway_dispatches(argv: list[str], env: dict[str, str]) -> tuple[bool, str]:
+    """Whether a gateway's embedded dispatcher is on, and the setting that says so (Hermes' rule)."""
+    config = hermes_config.read(gateway_config(argv, env))
+    return hermes_config.gateway_dispatch(config, env.get("HERMES_KANBAN_DISPATCH_IN_GATEWAY"))
 
 
 def processes(proc: str = "/proc") -> list[DispatchPath]:
@@ -203,14 +271,10 @@ def processes(proc: str = "/proc") -> list[DispatchPath]:
     seen: set[str] = set()
     for pid in filter(str.isdigit, os.listdir(proc)):
         try:
-            argv = [
-                a.decode("utf-8", "replace")
-                for a in Path(f"{proc}/{pid}/cmdline").read_bytes().split(b"\0")
-                if a
-            ]
+            argv = proc_argv(proc, pid)
             if not any("hermes" in a for a in argv[:3]):
                 continue
-            env = _proc_env(pid)
+            env = proc_env(proc, pid)
         except OSError:
             continue
         words = " ".join(argv)
@@ -222,38 +286,56 @@ def processes(proc: str = "/proc") -> list[DispatchPath]:
                 seen.add(key)
                 found.append(DispatchPath("gateway", "*", f"pid {pid}: {shlex.join(argv)} ({why})", root))
         elif re.search(r"\bkanban\b.*\bdaemon\b", words):
-            board = _flag(argv, "--board") or env.get("HERMES_KANBAN_BOARD") or boards.DEFAULT_BOARD
+            raw = _flag(argv, "--board") or env.get("HERMES_KANBAN_BOARD") or boards.DEFAULT_BOARD
+            board, _ = cronrules.normalise_slug(raw)
             found.append(DispatchPath("daemon", board, f"pid {pid}: {shlex.join(argv)}", root))
     return found
 
 
-def hermes_cron_jobs(root: Path) -> list[DispatchPath]:
+def _job_dispatches(home: Path, job: dict, user: str, refused: list[str]) -> str | None:
+    """The board a Hermes cron job dispatches (its script, or a prompt that asks for a dispatch)."""
+    if PROMPT_DISPATCH.search(str(job.get("prompt") or "")):
+        return cronrules.normalise_slug(_prompt_board(str(job.get("prompt"))))[0]
+    if not job.get("script"):
+        return None
+    script = Path(str(job["script"]))
+    text = _read(script if script.is_absolute() else home / "scripts" / script, refused)
+    for line in (text or "").splitlines():
+        if line.strip().startswith("#"):
+            continue
+        dispatches = cronrules.command_dispatches(line, user, {"HOME": str(home.parent)})
+        if dispatches:
+            return dispatches[0].board
+    return None
+
+
+def _prompt_board(text: str) -> str:
+    match = re.search(r"(?:\bBOARD=|--board[= ])['\"]?([A-Za-z0-9][A-Za-z0-9_-]{0,63})", text)
+    return match.group(1) if match else boards.DEFAULT_BOARD
+
+
+def hermes_cron_jobs(root: Path, refused: list[str] | None = None) -> list[DispatchPath]:
     """Hermes' own scheduled jobs (`hermes cron`, in <home>/cron/jobs.json of the root home and of
     each profile) whose prompt or script runs a dispatch."""
     found = []
-    for home in [root, *sorted(p for p in (root / "profiles").glob("*") if p.is_dir())]:
+    refused = refused if refused is not None else []
+    profiles = sorted(p for p in (root / "profiles").glob("*") if p.is_dir() and not p.is_symlink())
+    for home in [root, *profiles]:
+        text = _read(home / "cron" / "jobs.json", refused)
         try:
-            data = json.loads((home / "cron" / "jobs.json").read_text())
-        except (OSError, ValueError):
+            data = json.loads(text) if text else None
+        except ValueError:
             continue
         jobs = data.get("jobs", []) if isinstance(data, dict) else data
         for job in jobs if isinstance(jobs, list) else []:
             if not isinstance(job, dict) or job.get("enabled") is False or job.get("paused"):
                 continue
-            texts = [str(job.get("prompt") or "")]
-            if job.get("script"):
-                script = Path(str(job["script"]))
-                with contextlib.suppress(OSError):
-                    texts.append((script if script.is_absolute() else home / "scripts" / script).read_text())
-            text = next((t for t in texts if DISPATCH.search(t)), None)
-            if text is not None:
+            board = _job_dispatches(home, job, "", refused)
+            if board is not None:
                 name = job.get("name") or job.get("id")
                 found.append(
                     DispatchPath(
-                        "hermes-cron",
-                        _cron_board(text),
-                        f"{home}/cron/jobs.json: job {name} runs a dispatch",
-                        str(root),
+                        "hermes-cron", board, f"{home}/cron/jobs.json: job {name} runs a dispatch", str(root)
                     )
                 )
     return found

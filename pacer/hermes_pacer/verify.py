@@ -1,24 +1,48 @@
 """`verify`: is this host safe? Exactly one dispatcher path per board, the cap holding, the config
-wired. Reads the host only; changes nothing.
+wired, the managed pacer actually pacing. Reads the host only; changes nothing.
+
+It runs as root and reads what the Hermes user can write (configs, logs, crontabs, Hermes cron
+jobs, its processes): through safefile or a bounded read, with a timeout on journalctl. A file
+that is refused (a link the Hermes user made, a FIFO, a device, too large) is itself a finding.
 """
 
 from __future__ import annotations
 
 import calendar
 import glob
+import json
 import os
 import pwd
 import re
 import stat
+import subprocess
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import board as boards
-from . import capacity, paths, workers
+from . import capacity, cronrules, hermes_config, paths, safefile, workers
 
-FALSE_WORDS = paths.FALSE_WORDS
-LOG_TIME = re.compile(r"time=(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)|\"time\":\"([^\"]+)\"")
+LOG_TAIL_BYTES = 64 * 1024
+JOURNAL_LINES = 200
+JOURNAL_TIMEOUT = 15
+# Reasons a pass gives when it failed closed (contract C2); `locked` alone is no failure, but a
+# board whose every pass says `locked` is not being paced either.
+FAILED_CLOSED = {
+    "lock_unavailable",
+    "count_unknown",
+    "hermes_failed",
+    "hermes_timeout",
+    "hermes_unavailable",
+    "hermes_bad_json",
+    "cap_script_timeout",
+    "cap_script_unavailable",
+    "internal_error",
+    "settings_invalid",
+    "locked",
+}
+KV_FIELD = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S*)')
 
 
 @dataclass
@@ -40,42 +64,175 @@ class BoardReport:
     queue: dict = field(default_factory=dict)
 
 
+# --- the managed pacer's recent passes ---------------------------------------------------------
+
+
+def parse_record(line: str) -> dict[str, str] | None:
+    """One pass record (passlog: key=value or JSON) as strings; None for any other line."""
+    line = line.strip()
+    if line.startswith("{"):
+        try:
+            data = json.loads(line)
+        except ValueError:
+            return None
+        if not isinstance(data, dict) or "time" not in data:
+            return None
+        return {k: "" if v is None else str(v) for k, v in data.items()}
+    if not line.startswith("time="):
+        return None
+    record = {}
+    for key, raw in KV_FIELD.findall(line):
+        if raw.startswith('"'):
+            try:
+                raw = json.loads(raw)
+            except ValueError:
+                raw = raw.strip('"')
+        record[key] = "" if raw == "-" else raw
+    return record
+
+
+def _stamp(record: dict[str, str]) -> float | None:
+    try:
+        return float(calendar.timegm(time.strptime(record.get("time", ""), "%Y-%m-%dT%H:%M:%SZ")))
+    except ValueError:
+        return None
+
+
+def failed_closed(record: dict[str, str]) -> bool:
+    return record.get("rc") == "1" or record.get("reason", "") in FAILED_CLOSED
+
+
+class PassesUnreadable(Exception):
+    """The passes could not be read: the message names the source and why."""
+
+
+def _journal_lines(identifier: str) -> list[str]:
+    command = ["journalctl", "-q", "--no-pager", "-o", "cat", "-t", identifier, "-n", str(JOURNAL_LINES)]
+    try:
+        result = subprocess.run(
+            command, capture_output=True, timeout=JOURNAL_TIMEOUT, check=False, stdin=subprocess.DEVNULL
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise PassesUnreadable(f"{' '.join(command)}: {exc}") from exc
+    if result.returncode != 0:
+        error = result.stderr.decode("utf-8", "replace").strip()[:200]
+        raise PassesUnreadable(f"{' '.join(command)} exited {result.returncode}: {error}")
+    return result.stdout[-LOG_TAIL_BYTES:].decode("utf-8", "replace").splitlines()
+
+
+def recent_passes(pacer: paths.Pacer) -> tuple[str, list[dict[str, str]]]:
+    """(where they were read, the pass records, oldest first): from the journal for a systemd
+    pacer logging there (contract C3), else from the tail of its log file."""
+    if pacer.scheduler == "systemd" and pacer.journal_id:
+        where = f"journal {pacer.journal_id}"
+        lines = _journal_lines(pacer.journal_id)
+    else:
+        log = pacer.env.get("PACER_LOG_FILE")
+        if not log:
+            raise PassesUnreadable("the managed pacer names no log file and no journal identifier")
+        where = log
+        try:
+            lines = safefile.read_tail(log, LOG_TAIL_BYTES).splitlines()
+        except FileNotFoundError:
+            lines = []
+        except OSError as exc:
+            raise PassesUnreadable(paths.refusal(log, exc)) from exc
+    records = [r for r in map(parse_record, lines) if r is not None and _stamp(r) is not None]
+    return where, records
+
+
+def judge_passes(records: list[dict[str, str]], now: float, cadence: float) -> tuple[float | None, str]:
+    """(age of the last pass, a problem or ""): NOT SAFE when every pass of the last
+    max(10 cadences, 5 min) failed closed, naming the reasons and since when."""
+    if not records:
+        return None, ""
+    age = now - (_stamp(records[-1]) or 0.0)
+    window = max(10 * cadence, 300.0)
+    recent = [r for r in records if (_stamp(r) or 0.0) >= now - window]
+    if not recent or not all(failed_closed(r) for r in recent):
+        return age, ""
+    streak = []
+    for record in reversed(records):
+        if not failed_closed(record):
+            break
+        streak.append(record)
+    reasons = Counter(r.get("reason") or "unknown" for r in streak)
+    named = ", ".join(f"{reason} x{count}" for reason, count in reasons.most_common())
+    errors = [r["error"] for r in reversed(streak) if r.get("error")]
+    last_error = f"; last error: {errors[0][:200]}" if errors else ""
+    return age, (
+        f"every pass of the last {window:.0f}s failed closed or found the board locked "
+        f"({named}), since {streak[-1]['time']}{last_error}: nothing is being dispatched"
+    )
+
+
+def _pacer_report(pacer: paths.Pacer, now: float, report: BoardReport, checks: list[Check]) -> None:
+    detail = f"{pacer.scheduler} ({pacer.source}), cap {pacer.cap}"
+    try:
+        where, records = recent_passes(pacer)
+    except PassesUnreadable as exc:
+        report.problems.append(f"the managed pacer's passes cannot be read: {exc}")
+        checks.append(Check(f"log of board {pacer.board}", False, str(exc), _log_fix(pacer)))
+        report.paths.append({"kind": "pacer", "detail": detail})
+        return
+    age, problem = judge_passes(records, now, pacer.cadence_seconds)
+    stale = max(3 * pacer.cadence_seconds, 90.0)
+    if age is None:
+        report.problems.append(f"the managed pacer has not logged a pass ({where})")
+    elif age > stale:
+        report.problems.append(
+            f"the managed pacer last logged {age:.0f}s ago in {where} (expected every "
+            f"{pacer.cadence_seconds:.0f}s): is its scheduler running?"
+        )
+    else:
+        detail += f", last pass {age:.0f}s ago"
+    if problem:
+        report.problems.append(f"the managed pacer is not pacing: {problem}")
+    report.paths.append({"kind": "pacer", "detail": detail})
+
+
+def _log_fix(pacer: paths.Pacer) -> str:
+    log = pacer.env.get("PACER_LOG_FILE")
+    if log:
+        return f"{log} must be a regular file: remove it and run site.yml (it is recreated safely)"
+    return "check journalctl and the pacing unit's SyslogIdentifier, or run site.yml"
+
+
+# --- the board and its workers -----------------------------------------------------------------
+
+
 def _boards_on_disk(root: Path) -> list[str]:
-    found = [boards.DEFAULT_BOARD] if (root / "kanban.db").exists() else []
-    found += sorted(p.parent.name for p in (root / "kanban" / "boards").glob("*/kanban.db"))
+    # A board's database reachable without following a link the Hermes user made.
+    found = [boards.DEFAULT_BOARD] if safefile.exists(root / "kanban.db") else []
+    found += sorted(
+        p.parent.name for p in (root / "kanban" / "boards").glob("*/kanban.db") if safefile.exists(p)
+    )
     return found
 
 
-def _last_log_age(log_file: Path | None, now: float) -> float | None:
-    if log_file is None:
-        return None
+def _owner_uid(root: Path) -> int | None:
+    """The uid that owns the Hermes root: its workers run as that user."""
     try:
-        with open(log_file, "rb") as handle:
-            handle.seek(max(0, os.path.getsize(log_file) - 4096))
-            lines = handle.read().decode("utf-8", "replace").splitlines()
+        return os.stat(root).st_uid
     except OSError:
         return None
-    for line in reversed(lines):
-        match = LOG_TIME.search(line)
-        if match:
-            stamp = time.strptime(match.group(1) or match.group(2), "%Y-%m-%dT%H:%M:%SZ")
-            return now - calendar.timegm(stamp)
-    return None
 
 
-def _log_file(pacer: paths.Pacer) -> Path | None:
-    raw = pacer.env.get("PACER_LOG_FILE")
-    return Path(raw) if raw else None
-
-
-def _queue(root: Path, board: str, cap: int | None) -> tuple[dict, list[str]]:
+def _queue(root: Path, board: str, cap: int | None, proc: str) -> tuple[dict, list[str]]:
     problems = []
     db = boards.db_path(root, board, {})
+    try:
+        # SQLite would follow a link and block on a FIFO: open it the safe way first.
+        os.close(safefile.open_file(db))
+    except FileNotFoundError:
+        pass  # snapshot says so
+    except OSError as exc:
+        return {}, [f"cannot read the board: {paths.refusal(db, exc)}"]
     try:
         snap = boards.snapshot(db)
     except boards.BoardUnreadable as exc:
         return {}, [f"cannot read the board: {exc}"]
-    live = workers.scan(board, db)
+    live = workers.scan(board, db, proc=proc, uid=_owner_uid(root))
     occupied = capacity.plan(cap or 1, snap.running, live.tasks, live.unattributed).occupied
     queue = {
         "running": len(snap.running),
@@ -87,6 +244,28 @@ def _queue(root: Path, board: str, cap: int | None) -> tuple[dict, list[str]]:
     if cap is not None and occupied > cap:
         problems.append(f"{occupied} slots in use, over the cap of {cap}")
     return queue, problems
+
+
+def worker_lookalikes(proc: str = "/proc") -> list[tuple[int, int]]:
+    """(pid, real uid) of every process whose argv looks like a Hermes worker (`work kanban task
+    <id>`): any user can start one, so only those of a home's own user are its workers."""
+    return [(pid, uid) for pid, _task, uid in workers.lookalikes(proc)]
+
+
+def _foreign_warning(root: Path, lookalikes: list[tuple[int, int]]) -> str | None:
+    uid = _owner_uid(root)
+    foreign = [(pid, other) for pid, other in lookalikes if uid is not None and other != uid]
+    if not foreign:
+        return None
+    shown = ", ".join(f"pid {pid} (uid {other})" for pid, other in foreign[:20])
+    more = f" and {len(foreign) - 20} more" if len(foreign) > 20 else ""
+    return (
+        f"{root}: {len(foreign)} process(es) look like Hermes workers but do not run as the home's "
+        f"user (uid {uid}), so they are not counted against its boards: {shown}{more}"
+    )
+
+
+# --- files and settings ------------------------------------------------------------------------
 
 
 def _owner_ok(path: Path) -> Check:
@@ -125,42 +304,55 @@ def _pacer_checks(pacer: paths.Pacer, user: str | None) -> list[Check]:
             "" if ok else "set hermes_pacer_hermes_bin to the full path of hermes and run site.yml",
         )
     )
-    log_file = _log_file(pacer)
-    if log_file is not None:
-        log_dir = log_file.parent
-        try:
-            info = log_dir.stat()
-            owner = pwd.getpwuid(info.st_uid).pw_name
-            ok = owner == user and bool(info.st_mode & stat.S_IWUSR)
-            detail = f"{log_dir}: owner {owner}, mode {stat.filemode(info.st_mode)}"
-        except (OSError, KeyError):
-            ok, detail = False, f"{log_dir} missing"
-        checks.append(
-            Check(
-                f"log directory of board {pacer.board}",
-                ok,
-                detail,
-                "" if ok else f"the log directory must exist and be owned by {user}: run site.yml",
-            )
-        )
+    log = pacer.env.get("PACER_LOG_FILE")
+    if log:
+        checks.append(_log_dir_check(pacer, Path(log).parent, user))
     return checks
+
+
+def _log_dir_check(pacer: paths.Pacer, log_dir: Path, user: str | None) -> Check:
+    try:
+        info = log_dir.lstat()
+        owner = pwd.getpwuid(info.st_uid).pw_name
+        ok = stat.S_ISDIR(info.st_mode) and owner == user and bool(info.st_mode & stat.S_IWUSR)
+        detail = f"{log_dir}: owner {owner}, mode {stat.filemode(info.st_mode)}"
+    except (OSError, KeyError):
+        ok, detail = False, f"{log_dir} missing"
+    return Check(
+        f"log directory of board {pacer.board}",
+        ok,
+        detail,
+        "" if ok else f"the log directory must be a directory owned by {user}: run site.yml",
+    )
+
+
+def _homes_of(root: Path) -> list[Path]:
+    """The root home and its profile homes (a profile that is a link is read through safefile,
+    which refuses it)."""
+    return [root, *sorted(p for p in (root / "profiles").glob("*") if p.is_dir() or p.is_symlink())]
+
+
+def _managed_scope_check(etc: Path) -> Check | None:
+    """Hermes 0.19's managed scope (<etc>/hermes/config.yaml, root's) wins over every user config
+    key by key: when it turns the gateway dispatcher on, no user config can turn it off."""
+    managed = hermes_config.read(etc / "hermes" / "config.yaml")
+    if not managed.found or "dispatch_in_gateway" not in managed.values:
+        return None
+    on, why = hermes_config.gateway_dispatch(managed, None)
+    fix = "set kanban.dispatch_in_gateway: false in the managed scope, or remove the key there"
+    return Check(f"managed config {managed.path}", not on, why, fix if on else "")
 
 
 def _config_checks(root: Path) -> list[Check]:
     checks = []
-    homes = [root, *sorted(p for p in (root / "profiles").glob("*") if p.is_dir())]
-    for home in homes:
-        config = home / "config.yaml"
-        value = boards.kanban_value(config, "dispatch_in_gateway")
-        ok = value is not None and value.lower() in FALSE_WORDS
-        checks.append(
-            Check(
-                f"config {config}",
-                ok,
-                f"kanban.dispatch_in_gateway: {value if value is not None else 'unset (Hermes default: on)'}",
-                "" if ok else "set kanban.dispatch_in_gateway: false (site.yml does, keeping comments)",
-            )
-        )
+    for home in _homes_of(root):
+        config = hermes_config.read(home / "config.yaml")
+        on, why = hermes_config.gateway_dispatch(config, None)
+        if config.error:
+            fix = f"{config.path} must be a regular file of the Hermes user: replace it, then run site.yml"
+        else:
+            fix = "set kanban.dispatch_in_gateway: false (unquoted; site.yml does, keeping comments)"
+        checks.append(Check(f"config {config.path}", not on, why, fix if on else ""))
     return checks
 
 
@@ -173,8 +365,52 @@ def _homes_with_boards(given: list[Path]) -> list[Path]:
         return list(given)
     found = []
     for pattern in HOME_GLOBS:
-        found += [Path(p) for p in sorted(glob.glob(pattern)) if (Path(p) / "kanban.db").exists()]
+        found += [Path(p) for p in sorted(glob.glob(pattern)) if safefile.exists(Path(p) / "kanban.db")]
     return found
+
+
+def _refused_checks(refused: list[str]) -> list[Check]:
+    return [
+        Check(
+            "file refused",
+            False,
+            why,
+            "a file verify reads must be a regular file reached without another user's links: "
+            "replace it (a link or FIFO there is an attempt to lead root elsewhere)",
+        )
+        for why in dict.fromkeys(refused)
+    ]
+
+
+# --- the report --------------------------------------------------------------------------------
+
+
+def _board_report(
+    key: str, slug: str, pacer: paths.Pacer | None, found: list[paths.DispatchPath], now: float
+) -> tuple[BoardReport, list[Check]]:
+    checks: list[Check] = []
+    report = BoardReport(slug, key, pacer.cap if pacer else None)
+    if pacer and pacer.active:
+        _pacer_report(pacer, now, report, checks)
+    elif pacer:
+        report.problems.append(f"the managed pacer's timer is not active ({pacer.source})")
+    for item in found:
+        if item.board in ("*", slug) and item.root in ("", key):
+            report.paths.append({"kind": item.kind, "detail": item.detail})
+    if len(report.paths) == 1:
+        report.verdict = "ok"
+    elif not report.paths:
+        report.verdict = "none"
+        report.problems.append(f"nothing dispatches board {slug}: run site.yml to install its pacer")
+    else:
+        report.verdict = "several"
+        kinds = ", ".join(p["kind"] for p in report.paths)
+        report.problems.append(
+            f"{len(report.paths)} dispatcher paths on board {slug} ({kinds}): keep the "
+            "managed pacer, stop the others (site.yml turns the gateway dispatcher off "
+            "and adopts cron lines; stop `hermes kanban daemon`)"
+        )
+    return report, checks
 
 
 def run(
@@ -186,11 +422,12 @@ def run(
 ) -> dict:
     now = time.time() if now is None else now
     systemd_running = Path("/run/systemd/system").is_dir()
+    refused: list[str] = []
     # Keyed by home and board: two users' `default` boards are two boards.
-    pacers = {
-        (p.root, p.board): p for p in paths.managed_cron(etc) + paths.managed_timers(etc, systemd_running)
-    }
-    others = paths.other_cron_lines(etc, spool) + paths.other_units(etc) + paths.processes(proc)
+    managed = paths.managed_cron(etc, refused) + paths.managed_timers(etc, systemd_running, refused)
+    pacers = {(p.root, p.board): p for p in managed}
+    others = paths.other_cron_lines(etc, spool, refused) + paths.other_units(etc, refused)
+    others += paths.processes(proc)
     roots: dict[str, Path] = {str(home): home for home in _homes_with_boards(homes or [])}
     for pacer in pacers.values():
         roots[pacer.root] = Path(pacer.root)
@@ -198,53 +435,38 @@ def run(
         if found.root:
             roots[found.root] = Path(found.root)
 
-    reports, checks = [], []
+    lookalikes = worker_lookalikes(proc)
+    reports, checks, warnings = [], [], []
     for key, root in sorted(roots.items()):
         checks += _config_checks(root)
-        home_paths = others + paths.hermes_cron_jobs(root)
+        home_paths = others + paths.hermes_cron_jobs(root, refused)
         for slug in sorted(set(_boards_on_disk(root)) | {board for home, board in pacers if home == key}):
-            pacer = pacers.get((key, slug))
-            report = BoardReport(slug, key, pacer.cap if pacer else None)
-            if pacer and pacer.active:
-                age = _last_log_age(_log_file(pacer), now)
-                stale = max(3 * pacer.cadence_seconds, 90.0)
-                detail = f"{pacer.scheduler} ({pacer.source}), cap {pacer.cap}"
-                if age is None:
-                    report.problems.append(f"the managed pacer has not logged a pass ({_log_file(pacer)})")
-                elif age > stale:
-                    report.problems.append(
-                        f"the managed pacer last logged {age:.0f}s ago (expected every "
-                        f"{pacer.cadence_seconds:.0f}s): is its scheduler running?"
-                    )
-                else:
-                    detail += f", last pass {age:.0f}s ago"
-                report.paths.append({"kind": "pacer", "detail": detail})
-            elif pacer:
-                report.problems.append(f"the managed pacer's timer is not active ({pacer.source})")
-            for found in home_paths:
-                if (found.board in ("*", slug)) and found.root in ("", key):
-                    report.paths.append({"kind": found.kind, "detail": found.detail})
-            if len(report.paths) == 1:
-                report.verdict = "ok"
-            elif not report.paths:
-                report.verdict = "none"
-                report.problems.append(f"nothing dispatches board {slug}: run site.yml to install its pacer")
-            else:
-                report.verdict = "several"
-                kinds = ", ".join(p["kind"] for p in report.paths)
-                report.problems.append(
-                    f"{len(report.paths)} dispatcher paths on board {slug} ({kinds}): keep the "
-                    "managed pacer, stop the others (site.yml turns the gateway dispatcher off "
-                    "and adopts cron lines; stop `hermes kanban daemon`)"
-                )
-            report.queue, queue_problems = _queue(root, slug, report.cap)
+            report, board_checks = _board_report(key, slug, pacers.get((key, slug)), home_paths, now)
+            report.queue, queue_problems = _queue(root, slug, report.cap, proc)
             report.problems += queue_problems
             reports.append(report)
+            checks += board_checks
         for pacer in pacers.values():
             if pacer.root == key:
                 checks += _pacer_checks(pacer, pacer.env.get("PACER_USER"))
+        warning = _foreign_warning(root, lookalikes)
+        if warning:
+            warnings.append(warning)
+    managed_scope = _managed_scope_check(etc)
+    checks += [managed_scope] if managed_scope else []
+    checks += _refused_checks(refused)
+    warnings += [
+        f"{found.detail}: it dispatches nothing (Hermes refuses the board slug)"
+        for found in others
+        if found.board != "*" and not cronrules.SLUG.match(found.board)
+    ]
     ok = bool(reports) and all(not r.problems for r in reports) and all(c.ok for c in checks)
-    return {"ok": ok, "boards": [asdict(r) for r in reports], "checks": [asdict(c) for c in checks]}
+    return {
+        "ok": ok,
+        "boards": [asdict(r) for r in reports],
+        "checks": [asdict(c) for c in checks],
+        "warnings": warnings,
+    }
 
 
 def render(report: dict) -> str:
@@ -271,4 +493,6 @@ def render(report: dict) -> str:
         lines.append(
             f"{mark} {check['name']}: {check['detail']}" + (f" -> {check['fix']}" if check["fix"] else "")
         )
+    for warning in report.get("warnings", []):
+        lines.append(f"WARNING {warning}")
     return "\n".join(lines)

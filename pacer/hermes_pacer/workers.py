@@ -73,6 +73,21 @@ def _belongs(environ_path: str, board: str, db: str) -> bool:
     return worker_board.strip().lower() == board
 
 
+def lookalikes(proc: str = "/proc"):
+    """(pid, card id, real uid) of every process whose argv reads like a Hermes worker's."""
+    for pid in os.listdir(proc):
+        if not pid.isdigit():
+            continue
+        try:
+            task = _task_of(_read(f"{proc}/{pid}/cmdline", CMDLINE_LIMIT)[0])
+            if task is None:
+                continue
+            uid = _real_uid(f"{proc}/{pid}/status")
+        except (OSError, ValueError, IndexError):
+            continue  # gone between listdir and open
+        yield int(pid), task, uid
+
+
 def scan(board: str, db: Path, proc: str = "/proc", uid: int | None = None) -> LiveWorkers:
     """Worker processes of `board` at `db` whose real uid is `uid` (None: the effective uid of this
     process). A worker of that uid whose environment is unreadable counts."""
@@ -81,18 +96,10 @@ def scan(board: str, db: Path, proc: str = "/proc", uid: int | None = None) -> L
     tasks: set[str] = set()
     unattributed: set[str] = set()
     foreign: list[int] = []
-    for pid in os.listdir(proc):
-        if not pid.isdigit():
+    for pid, task, owner in lookalikes(proc):
+        if owner != uid:
+            foreign.append(pid)
             continue
-        try:
-            task = _task_of(_read(f"{proc}/{pid}/cmdline", CMDLINE_LIMIT)[0])
-            if task is None:
-                continue
-            if _real_uid(f"{proc}/{pid}/status") != uid:
-                foreign.append(int(pid))
-                continue
-        except (OSError, ValueError, IndexError):
-            continue  # gone between listdir and open
         try:
             if _belongs(f"{proc}/{pid}/environ", board, db_real):
                 tasks.add(task)
