@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import board as boards
-from . import capacity, paths, workers
+from . import board_health, capacity, paths, workers
 
 FALSE_WORDS = paths.FALSE_WORDS
 LOG_TIME = re.compile(r"time=(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)|\"time\":\"([^\"]+)\"")
@@ -239,6 +239,7 @@ def run(
                 )
             report.queue, queue_problems = _queue(root, slug, report.cap)
             report.problems += queue_problems
+            report.problems += board_health.verify_problems(root, slug, proc, now)
             reports.append(report)
         for pacer in pacers.values():
             if pacer.root == key:
