@@ -9,7 +9,8 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__, capped_pass, flows, passlog, settings, subminute, verify
+from . import __version__, board_backup, capped_pass, flows, passlog, settings, subminute, verify
+from . import board as boards
 from .hermes import StopSignals
 
 ENVIRONMENT = """\
@@ -28,6 +29,10 @@ environment:
                     run hermes' dispatch at least this often while the board has open cards,
                     even with no free slot, so stale and crashed claims are reclaimed
                     (0-86400, 0 = never; default 60)
+  PACER_INTEGRITY_CHECK_SECONDS
+                    run a read-only PRAGMA integrity_check of the board at most this often;
+                    a failed check (or Hermes refusing the board) is reason=board_corrupt, rc 1,
+                    nothing dispatched (0-86400, 0 = never; default 300)
   HERMES_HOME, HERMES_KANBAN_HOME, HERMES_KANBAN_DB
                     locate the boards as hermes does (absolute paths)
 
@@ -45,6 +50,8 @@ DESCRIPTIONS = {
     "subminute": "RUNS_PER_MINUTE capped passes spread evenly over one minute (for cron).",
     "verify": "Check this host: one dispatcher path per board, the cap holding, the config wired. "
     "Exit status 0 when safe, 1 when not.",
+    "backup": "Copy every board of this user's Hermes home with SQLite's online backup API into "
+    "DIR/<board>/ (consistent while Hermes writes), and remove copies older than the retention.",
     "flow": "Create the cards of parent/child flows described in YAML (or JSON) files, each card "
     "after its parents, idempotently: a second run creates nothing.",
 }
@@ -78,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             name,
             help=text,
             description=text,
-            epilog={"verify": None, "flow": FLOW_ENVIRONMENT}.get(name, ENVIRONMENT),
+            epilog={"verify": None, "backup": None, "flow": FLOW_ENVIRONMENT}.get(name, ENVIRONMENT),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         for name, text in DESCRIPTIONS.items()
@@ -109,7 +116,14 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SECONDS",
         help="how long to wait for a board's lock",
     )
+    backup = parsers["backup"]
+    backup.add_argument("--dir", type=Path, required=True, help="where the copies go (DIR/<board>/)")
+    backup.add_argument("--keep-days", type=float, default=7.0, help="retention of the copies (default 7)")
+    backup.add_argument("--hermes-root", type=Path, help="the Hermes root (default: as hermes finds it)")
     args = parser.parse_args(argv)
+    if args.command == "backup":
+        root = args.hermes_root or boards.hermes_root(dict(os.environ))
+        return board_backup.run(root, args.dir, args.keep_days)
     if args.command == "flow":
         return flows.command(args, dict(os.environ))
     if args.command == "verify":
