@@ -166,3 +166,20 @@ def verify_problems(root: Path, board: str, proc: str = "/proc", now: float | No
             f"of {root}: {shown} (Hermes reclaims them on its next dispatch unless the board is refused)"
         )
     return problems
+
+
+@contextlib.contextmanager
+def keep_open(db: Path):
+    """Hold a read-only connection to the board (and with it SQLite's shared lock on a WAL board)
+    for the duration: Hermes 0.19 drops its own processes' lock on their first write
+    (tests/corruption), so any Hermes CLI that exits meanwhile could otherwise checkpoint and
+    delete the WAL that the dispatcher is still writing to. Never fails the caller."""
+    conn = None
+    with contextlib.suppress(sqlite3.Error):
+        conn = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=2)
+        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+    try:
+        yield
+    finally:
+        if conn is not None:
+            conn.close()

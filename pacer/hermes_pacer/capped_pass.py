@@ -122,7 +122,8 @@ def _locked_pass(
             return 0
     record["max"] = step.max_arg
     try:
-        spawned = hermes.dispatch(step.max_arg)
+        with board_health.keep_open(db):
+            spawned = hermes.dispatch(step.max_arg)
     except HermesFailed as exc:
         record.update(reason=exc.reason, error=exc.detail)
         return 1
