@@ -10,7 +10,8 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__, adopt, capped_pass, flows, passlog, settings, subminute, verify
+from . import __version__, adopt, board_backup, capped_pass, flows, passlog, settings, subminute, verify
+from . import board as boards
 from .hermes import StopSignals
 
 ENVIRONMENT = """\
@@ -29,6 +30,10 @@ environment:
                     run hermes' dispatch at least this often while the board has open cards,
                     even with no free slot, so stale and crashed claims are reclaimed
                     (0-86400, 0 = never; default 60)
+  PACER_INTEGRITY_CHECK_SECONDS
+                    run a read-only PRAGMA integrity_check of the board at most this often;
+                    a failed check (or Hermes refusing the board) is reason=board_corrupt, rc 1,
+                    nothing dispatched (0-86400, 0 = never; default 300)
   HERMES_HOME, HERMES_KANBAN_HOME, HERMES_KANBAN_DB
                     locate the boards as hermes does (absolute paths)
 
@@ -49,6 +54,8 @@ DESCRIPTIONS = {
     "adopt-cron": "Comment out the crontab lines that dispatch a managed board of the managed Hermes "
     "home (each changed file backed up first), so the managed pacer is the board's one dispatcher path. "
     "Run as root.",
+    "backup": "Copy every board of this user's Hermes home with SQLite's online backup API into "
+    "DIR/<board>/ (consistent while Hermes writes), and remove copies older than the retention.",
     "flow": "Create the cards of parent/child flows described in YAML (or JSON) files, each card "
     "after its parents, idempotently: a second run creates nothing.",
 }
@@ -112,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
             name,
             help=text,
             description=text,
-            epilog={"verify": None, "adopt-cron": None, "flow": FLOW_ENVIRONMENT}.get(name, ENVIRONMENT),
+            epilog={"verify": None, "adopt-cron": None, "backup": None, "flow": FLOW_ENVIRONMENT}.get(
+                name, ENVIRONMENT
+            ),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         for name, text in DESCRIPTIONS.items()
@@ -144,7 +153,14 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SECONDS",
         help="how long to wait for a board's lock",
     )
+    backup = parsers["backup"]
+    backup.add_argument("--dir", type=Path, required=True, help="where the copies go (DIR/<board>/)")
+    backup.add_argument("--keep-days", type=float, default=7.0, help="retention of the copies (default 7)")
+    backup.add_argument("--hermes-root", type=Path, help="the Hermes root (default: as hermes finds it)")
     args = parser.parse_args(argv)
+    if args.command == "backup":
+        root = args.hermes_root or boards.hermes_root(dict(os.environ))
+        return board_backup.run(root, args.dir, args.keep_days)
     if args.command == "flow":
         return flows.command(args, dict(os.environ))
     if args.command == "adopt-cron":

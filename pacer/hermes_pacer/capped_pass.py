@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from . import board as boards
-from . import capacity, locking, workers
+from . import board_health, capacity, locking, workers
 from .hermes import Hermes, HermesFailed, Stopped, StopSignals
 from .settings import Settings
 
@@ -88,6 +88,11 @@ def _locked_pass(
     board = hermes.board
     db = boards.db_path(root, board, env)
     cap = settings.max_parallel
+    stamp = settings.lock_dir / f"board-{board}.checked"
+    problem = board_health.periodic_check(db, stamp, board_health.check_every(env))
+    if problem:
+        record.update(reason="board_corrupt", error=board_health.describe(db, problem))
+        return 1
     try:
         snap, live = _count(db, board)
     except (boards.BoardUnreadable, OSError) as exc:
@@ -117,7 +122,8 @@ def _locked_pass(
             return 0
     record["max"] = step.max_arg
     try:
-        spawned = hermes.dispatch(step.max_arg)
+        with board_health.keep_open(db):
+            spawned = hermes.dispatch(step.max_arg)
     except HermesFailed as exc:
         record.update(reason=exc.reason, error=exc.detail)
         return 1

@@ -25,6 +25,8 @@ import subprocess
 import time
 from dataclasses import dataclass
 
+from . import board_health
+
 GRACE = 2.0  # seconds a stopped or overdue call gets between SIGTERM and SIGKILL
 DRAIN = 1.5  # seconds to keep reading after the CLI exited: what a leaked pipe may still hold
 OUTPUT_LIMIT = 16 << 20  # bytes a call may print on stdout or stderr: far past any real answer
@@ -222,6 +224,9 @@ class Hermes:
             if not output.closed:
                 # The CLI exited but left something in its group holding the pipes open.
                 signal_group(proc.pid, signal.SIGKILL)
+        refused = board_health.refusal(output.stderr.decode("utf-8", "replace"))
+        if refused:  # Hermes refuses a corrupt board, and exits 0 (0.14 - 0.19)
+            raise HermesFailed("board_corrupt", refused)
         if proc.returncode != 0:
             last = (output.stderr or output.stdout).decode("utf-8", "replace").strip().splitlines()[-1:]
             raise HermesFailed("hermes_failed", f"exit {proc.returncode}: {(last or [''])[0][:300]}")

@@ -36,6 +36,7 @@ FIELDS = (
 FAILED_CLOSED = frozenset(
     {
         "lock_unavailable",
+        "board_corrupt",
         "count_unknown",
         "hermes_failed",
         "hermes_timeout",

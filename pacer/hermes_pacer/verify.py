@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import board as boards
-from . import capacity, cronrules, hermes_config, paths, safefile, workers
+from . import board_health, capacity, cronrules, hermes_config, paths, safefile, workers
 
 LOG_TAIL_BYTES = 64 * 1024
 JOURNAL_LINES = 200
@@ -444,6 +444,8 @@ def run(
             report, board_checks = _board_report(key, slug, pacers.get((key, slug)), home_paths, now)
             report.queue, queue_problems = _queue(root, slug, report.cap, proc)
             report.problems += queue_problems
+            if report.queue:  # the board was opened the safe way: SQLite may read it
+                report.problems += board_health.verify_problems(root, slug, proc, now)
             reports.append(report)
             checks += board_checks
         for pacer in pacers.values():
