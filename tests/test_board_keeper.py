@@ -15,12 +15,15 @@ import time
 from pathlib import Path
 
 import pytest
+import test_verify
 from hermes_host import REPO
+from test_verify import _board, _verify
 
 pytestmark = pytest.mark.hermes
 LOST_COMMITS = REPO / "tests" / "corruption" / "lost_commits.sh"
 PACER = REPO / "scripts" / "hermes-pacer"
 ROUNDS = 3
+verify_paced_host = test_verify.paced  # the fixture `paced`: a home with a managed cron pacer
 
 
 def _version(hermes_bin: Path) -> str:
@@ -178,3 +181,30 @@ def test_a_bad_slug_is_refused(host):
     command = [str(PACER), "keep-open", "--board", "../etc"]
     result = subprocess.run(command, env=host.env, capture_output=True, text=True, check=False)
     assert result.returncode == 2 and "not a board slug" in result.stderr
+
+
+# --- verify -------------------------------------------------------------------------------------
+
+
+def _keeper_line(paced) -> None:
+    cron = paced.etc / "cron.d" / "hermes-pacer"
+    lock = paced.home / "locks" / "keeper.lock"
+    cron.write_text(cron.read_text() + f"* * * * * root flock -n {lock} {PACER} keep-open --board default\n")
+
+
+def test_verify_fails_a_paced_board_no_keeper_holds_when_the_role_installed_one(verify_paced_host, keeper_of):
+    paced = verify_paced_host
+    code, _, text = _verify(paced)
+    assert code == 0 and "no board keeper" not in text, text  # no keeper installed: nothing to say
+    _keeper_line(paced)
+    code, report, text = _verify(paced)
+    assert code == 1 and "NOT SAFE" in text
+    assert any("no board keeper holds board default" in p for p in _board(report)["problems"]), text
+    keeper = keeper_of("--board", "default")
+    keeper.wait_for(r"board=default .* opened")
+    code, report, text = _verify(paced)
+    assert code == 0, text
+    assert [p["kind"] for p in _board(report)["paths"]] == ["pacer"]  # the keeper dispatches nothing
+    keeper.stop()
+    code, _, text = _verify(paced)
+    assert code == 1 and "no board keeper holds board default" in text

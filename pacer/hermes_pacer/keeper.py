@@ -142,3 +142,56 @@ def run(root: Path, slugs: list[str], env: dict[str, str], poll: float = POLL_SE
             keeper.close()
         keeper.log(f"stopped by signal {stop.received}")
     return 0
+
+
+# --- verify: is a keeper holding the board? ------------------------------------------------------
+
+KEEPER_UNIT = "systemd/system/hermes-pacer-keeper.service"
+
+
+def enabled(etc: Path) -> bool:
+    """The role installed a keeper: its unit, or a `keep-open` line in a managed cron file."""
+    if (etc / KEEPER_UNIT).is_file():
+        return True
+    for cron in sorted((etc / "cron.d").glob("hermes-pacer*")):
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            lines = cron.read_text(encoding="utf-8").splitlines()[:1000]
+            if any(" keep-open" in line and not line.lstrip().startswith("#") for line in lines):
+                return True
+    return False
+
+
+def holders(db: Path, proc: str = "/proc") -> list[int]:
+    """Pids of `keep-open` processes of the board's owner holding a lock on the board's file."""
+    try:
+        info = db.stat()
+        with open(f"{proc}/locks", encoding="ascii", errors="replace") as table:
+            rows = [line.replace("->", "").split() for line in table]
+    except OSError:
+        return []
+    pids = {row[4] for row in rows if len(row) > 5 and row[5].rsplit(":", 1)[-1] == str(info.st_ino)}
+    found = []
+    for pid in sorted(pids, key=lambda p: int(p) if p.isdigit() else -1):
+        with contextlib.suppress(OSError, ValueError):
+            if os.stat(f"{proc}/{pid}").st_uid != info.st_uid:
+                continue
+            with open(f"{proc}/{pid}/cmdline", "rb") as handle:
+                args = handle.read(65536).split(b"\0")
+            if b"keep-open" in args and any(b"hermes_pacer" in a or b"hermes-pacer" in a for a in args):
+                found.append(int(pid))
+    return found
+
+
+def verify_problem(etc: Path, root: Path, board: str, proc: str = "/proc") -> str | None:
+    """NOT SAFE when the role installed a keeper and none holds this paced board."""
+    if not enabled(etc):
+        return None
+    db = boards.db_path(root, board, {})
+    if not db.is_file() or holders(db, proc):
+        return None
+    return (
+        f"no board keeper holds board {board} of {root} (a `hermes-pacer keep-open` of the board's owner): "
+        "Hermes 0.19 drops its own SQLite locks, and without the keeper its processes delete the WAL "
+        "under each other (lost cards, a corrupt board); start hermes-pacer-keeper.service, or check "
+        "the keep-open line of the pacer's cron file"
+    )
