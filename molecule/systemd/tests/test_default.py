@@ -4,6 +4,7 @@ import json
 import os
 import re
 import subprocess
+import time
 from pathlib import Path
 
 from paced_host import (
@@ -93,6 +94,52 @@ def test_a_pass_is_bounded_and_the_cadence_never_hits_a_start_limit(host):
     for attempt in range(8):
         started = host.run("systemctl start hermes-pacer-flows.service")
         assert started.rc == 0, f"start {attempt}: {started.stderr}"
+
+
+PROBE = """#!/bin/sh
+# What a worker started by the pacing unit can write and see.
+for dir in "$HOME/.hermes" /tmp /var/tmp /run/lock/hermes-pacer /var/log/hermes /opt/hermes/venv; do
+  if touch "$dir/.sandbox-probe" 2>/dev/null; then rm -f "$dir/.sandbox-probe"; echo "writable $dir"
+  else echo "read-only $dir"; fi
+done
+echo "foreign-processes $(find /proc -maxdepth 1 -regex '/proc/[0-9]+' ! -user hermes | wc -l)"
+echo "probe-done"
+"""
+
+
+def test_the_sandbox_lets_workers_write_their_places_and_nothing_else(host):
+    """The pacing unit itself, with a probe in place of the pass: what its workers can do."""
+    unit = host.file("/etc/systemd/system/hermes-pacer-default.service").content_string
+    lines = [
+        "ExecStart=/usr/local/sbin/sandbox-probe" if line.startswith("ExecStart=") else line
+        for line in unit.splitlines()
+        if not line.startswith("SyslogIdentifier=")
+    ]
+    probe = "/usr/local/sbin/sandbox-probe"
+    host.run(f"cat > {probe} <<'EOF'\n{PROBE}EOF\nchmod 0755 {probe}")
+    host.run("cat > /etc/systemd/system/sandbox-probe.service <<'EOF'\n" + "\n".join(lines) + "\nEOF")
+    try:
+        started = host.run("systemctl daemon-reload && systemctl start sandbox-probe.service")
+        assert started.rc == 0, started.stderr
+        for _ in range(20):  # the journal may take a moment to hold the probe's last line
+            said = host.run("journalctl -q --no-pager -o cat -u sandbox-probe.service").stdout
+            if "probe-done" in said:
+                break
+            time.sleep(0.5)
+        for wanted in (
+            f"writable {HERMES_HOME}/.hermes",
+            "writable /tmp",
+            "writable /var/tmp",
+            "writable /run/lock/hermes-pacer",
+            # The Hermes user owns the log directory, but a worker of the unit cannot write it.
+            "read-only /var/log/hermes",
+            "read-only /opt/hermes/venv",
+            "foreign-processes 0",
+        ):
+            assert wanted in said.splitlines(), said
+    finally:
+        host.run("rm -f /etc/systemd/system/sandbox-probe.service /usr/local/sbin/sandbox-probe")
+        host.run("systemctl daemon-reload")
 
 
 def test_the_timers_hold_each_cap_at_the_endpoint(host):
