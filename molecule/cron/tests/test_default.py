@@ -60,7 +60,7 @@ def _plant(host, target: str, link: str) -> None:
     raise AssertionError(f"could not plant {link} -> {target}: {planted.stderr}")
 
 
-def _converge_again(tags: str) -> subprocess.CompletedProcess:
+def _converge_again(tags: str, *extra: str) -> subprocess.CompletedProcess:
     """This scenario's converge again, as Molecule runs it, limited to the tasks that touched
     these paths as root before."""
     env = {
@@ -76,6 +76,7 @@ def _converge_again(tags: str) -> subprocess.CompletedProcess:
             str(REPO / "molecule" / "cron" / "converge.yml"),
             "--tags",
             tags,
+            *extra,
         ],
         env=env,
         capture_output=True,
@@ -110,6 +111,31 @@ def test_a_converge_never_follows_a_link_the_hermes_user_planted(host):
         host.run(f"chmod {lock_parent_mode} /run/lock")
         host.run(f"install -d -m 0700 -o {HERMES_USER} -g {HERMES_USER} {LOCK_DIR}")
         host.run(f"rm -rf {ROOT_FILE} {ROOT_DIR}")
+
+
+FAKE_HERMES = """#!/bin/sh
+id -u >> /tmp/hermes-ran-as
+exec /opt/hermes/venv/bin/hermes "$@"
+"""
+
+
+def test_discovery_runs_a_hermes_the_hermes_user_can_write_only_as_that_user(host):
+    """A hermes binary in the Hermes user's home (as found on its PATH): the role asks it for
+    its version, as that user, never as root."""
+    fake = f"{HERMES_HOME}/bin/hermes"
+    host.run("install -m 0666 /dev/null /tmp/hermes-ran-as")
+    host.run(f"runuser -u {HERMES_USER} -- mkdir -p {HERMES_HOME}/bin")
+    host.run(
+        f"runuser -u {HERMES_USER} -- sh -c 'cat > {fake} && chmod 0755 {fake}' <<'EOF'\n{FAKE_HERMES}EOF"
+    )
+    try:
+        play = _converge_again("preflight", "-e", f"hermes_pacer_hermes_bin={fake}")
+        assert play.returncode == 0, (play.stdout + play.stderr)[-3000:]
+        ran_as = host.file("/tmp/hermes-ran-as").content_string.split()
+        hermes_uid = host.check_output(f"id -u {HERMES_USER}")
+        assert ran_as and set(ran_as) == {hermes_uid}, f"{fake} ran as uids {ran_as}"
+    finally:
+        host.run(f"rm -rf /tmp/hermes-ran-as {HERMES_HOME}/bin")
 
 
 def test_uninstall_removes_what_the_roles_installed_and_nothing_else(host):
