@@ -49,6 +49,7 @@ BAD_INPUT = [
     ("HERMES_TIMEOUT", "0", "an integer from 1 to 3600"),
     ("PACER_LOG_FORMAT", "xml", "kv or json"),
     ("PACER_LOCK_DIR", "relative/dir", "an absolute path"),
+    ("PACER_INTEGRITY_CHECK_SECONDS", "hourly", "an integer from 0 to 86400"),
 ]
 
 

@@ -14,6 +14,7 @@ HERMES_USER = "hermes"
 HERMES_HOME = "/var/lib/hermes"
 SCRIPTS = "/opt/hermes/scripts"
 LOG_DIR = "/var/log/hermes"
+LOCK_DIR = "/run/lock/hermes-pacer"
 FAKE_LLM = "/opt/hermes-pacer-tests/fake_llm.py"
 
 
@@ -79,7 +80,11 @@ def wait_done(host, cards: dict[str, list[str]], timeout: float = 300) -> None:
         if not any(pending.values()):
             return
         time.sleep(3)
-    logs = host.run(f"tail -n 30 {LOG_DIR}/kanban-dispatch-*.log").stdout
+    # cron passes log to a file, systemd passes to the journal.
+    logs = host.run(
+        f"tail -n 30 {LOG_DIR}/kanban-dispatch-*.log; "
+        f"journalctl -q --no-pager -o cat -n 60 {' '.join(f'-t hermes-pacer-{b}' for b in cards)}"
+    ).stdout
     raise AssertionError(f"cards not done after {timeout}s: {pending}\n{logs}")
 
 
@@ -95,8 +100,10 @@ def pace_and_measure(host, boards: list[dict], count: int = 4, timeout: float = 
         # hermes-agent 0.19 a create racing a dispatch on a fresh board once left its kanban.db
         # with a corrupt index.
         unit = f"hold-{board['name']}"
-        lock = f"/run/lock/hermes-pacer/board-{board['name']}.lock"
-        host.run(f"runuser -u {HERMES_USER} -- touch {lock}")  # the pacer's own file, never root's
+        lock = f"{LOCK_DIR}/board-{board['name']}.lock"
+        # The pacer's own directory and file, made as the Hermes user, never as root.
+        host.run(f"runuser -u {HERMES_USER} -- mkdir -p -m 0700 {LOCK_DIR}")
+        host.run(f"runuser -u {HERMES_USER} -- touch {lock}")
         held = host.run(f"systemd-run --unit={unit} flock {lock} sleep 600 && sleep 1")
         assert held.rc == 0, held.stderr
         try:

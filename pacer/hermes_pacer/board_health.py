@@ -29,8 +29,6 @@ from . import board as boards
 from . import workers
 
 REFUSAL = "Refusing to open corrupt kanban DB"
-CHECK_EVERY = 300  # default seconds between two integrity checks of one board
-CHECK_EVERY_MAX = 86400
 STUCK_AFTER = 900  # seconds a `running` card may go without a live worker before verify reports it
 
 
@@ -40,14 +38,6 @@ def refusal(text: str) -> str | None:
         if REFUSAL in line:
             return line.strip()[:1000]
     return None
-
-
-def check_every(env: dict[str, str]) -> int:
-    """PACER_INTEGRITY_CHECK_SECONDS: 0 (never) to 86400; the default when unset or invalid."""
-    raw = env.get("PACER_INTEGRITY_CHECK_SECONDS", "").strip()
-    if raw.isdigit() and int(raw) <= CHECK_EVERY_MAX:
-        return int(raw)
-    return CHECK_EVERY
 
 
 def preserved_backups(db: Path) -> list[Path]:

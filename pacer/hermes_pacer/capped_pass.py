@@ -89,7 +89,7 @@ def _locked_pass(
     db = boards.db_path(root, board, env)
     cap = settings.max_parallel
     stamp = settings.lock_dir / f"board-{board}.checked"
-    problem = board_health.periodic_check(db, stamp, board_health.check_every(env))
+    problem = board_health.periodic_check(db, stamp, settings.integrity_check_seconds)
     if problem:
         record.update(reason="board_corrupt", error=board_health.describe(db, problem))
         return 1

@@ -30,6 +30,7 @@ class Settings:
     lock_dir: Path
     log_format: str
     housekeeping_seconds: int
+    integrity_check_seconds: int
     runs_per_minute: int
     cap_script: str | None
 
@@ -100,6 +101,7 @@ def load(env: dict[str, str] | None = None) -> Settings:
         runs_per_minute=_integer(env, "RUNS_PER_MINUTE", 4, 1, 60),
         hermes_timeout=float(_integer(env, "HERMES_TIMEOUT", 60, 1, 3600)),
         housekeeping_seconds=_integer(env, "PACER_HOUSEKEEPING_SECONDS", 60, 0, 86400),
+        integrity_check_seconds=_integer(env, "PACER_INTEGRITY_CHECK_SECONDS", 300, 0, 86400),
         lock_dir=Path(lock_dir),
         log_format=log_format,
         hermes_bin=_hermes_bin(env),

@@ -6,6 +6,9 @@ from pathlib import Path
 
 from paced_host import (
     HERMES_HOME,
+    HERMES_USER,
+    LOCK_DIR,
+    LOG_DIR,
     SCRIPTS,
     check_gateway_dispatch_off,
     check_installed,
@@ -41,6 +44,98 @@ def test_cron_holds_the_cap_at_the_endpoint(host):
 
 def test_verify_says_the_host_is_safe(host):
     check_verify(host)
+
+
+ROOT_FILE = "/root/pacer-attack-secret"
+ROOT_DIR = "/root/pacer-attack-dir"
+
+
+def _plant(host, target: str, link: str) -> None:
+    """As the Hermes user, replace `link` with a symbolic link to `target`. The sub-minute loop may
+    make its lock directory again between the removal and the link: try again."""
+    for _ in range(20):
+        planted = host.run(f"runuser -u {HERMES_USER} -- sh -c 'rm -rf {link} && ln -sT {target} {link}'")
+        if planted.rc == 0 and host.file(link).is_symlink:
+            return
+    raise AssertionError(f"could not plant {link} -> {target}: {planted.stderr}")
+
+
+def _converge_again(tags: str, *extra: str) -> subprocess.CompletedProcess:
+    """This scenario's converge again, as Molecule runs it, limited to the tasks that touched
+    these paths as root before."""
+    env = {
+        **os.environ,
+        "ANSIBLE_ROLES_PATH": os.environ.get("ANSIBLE_ROLES_PATH", str(REPO / "roles")),
+        "ANSIBLE_LIBRARY": os.environ.get("ANSIBLE_LIBRARY", str(REPO / "library")),
+    }
+    return subprocess.run(
+        [
+            "ansible-playbook",
+            "-i",
+            os.environ["MOLECULE_INVENTORY_FILE"],
+            str(REPO / "molecule" / "cron" / "converge.yml"),
+            "--tags",
+            tags,
+            *extra,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_a_converge_never_follows_a_link_the_hermes_user_planted(host):
+    """The Hermes user points its log file at a root-only file and the lock directory at a
+    root-only directory, then root converges: both stay root's, untouched."""
+    log_file = f"{LOG_DIR}/kanban-dispatch-default.log"
+    host.run(f"install -m 0600 /dev/null {ROOT_FILE} && echo root-only > {ROOT_FILE}")
+    host.run(f"install -d -m 0700 {ROOT_DIR}")
+    # This image's /run/lock is root-only (1755); many hosts' is world-writable, as here.
+    lock_parent_mode = host.check_output("stat -c %a /run/lock")
+    host.run("chmod 1777 /run/lock")
+    try:
+        _plant(host, ROOT_FILE, log_file)
+        _plant(host, ROOT_DIR, LOCK_DIR)
+        play = _converge_again("logs,scheduler,smoke")
+        output = play.stdout + play.stderr
+        secret, directory = host.file(ROOT_FILE), host.file(ROOT_DIR)
+        assert (secret.user, secret.group, secret.mode) == ("root", "root", 0o600)
+        assert secret.content_string == "root-only\n"
+        assert (directory.user, directory.group, directory.mode) == ("root", "root", 0o700)
+        # Either nothing touched them, or the run stopped naming the link.
+        assert play.returncode == 0 or LOCK_DIR in output, output[-3000:]
+    finally:
+        host.run(f"runuser -u {HERMES_USER} -- rm -f {log_file} {LOCK_DIR}")
+        host.run(f"runuser -u {HERMES_USER} -- touch {log_file}")
+        host.run(f"chmod {lock_parent_mode} /run/lock")
+        host.run(f"install -d -m 0700 -o {HERMES_USER} -g {HERMES_USER} {LOCK_DIR}")
+        host.run(f"rm -rf {ROOT_FILE} {ROOT_DIR}")
+
+
+FAKE_HERMES = """#!/bin/sh
+id -u >> /tmp/hermes-ran-as
+exec /opt/hermes/venv/bin/hermes "$@"
+"""
+
+
+def test_discovery_runs_a_hermes_the_hermes_user_can_write_only_as_that_user(host):
+    """A hermes binary in the Hermes user's home (as found on its PATH): the role asks it for
+    its version, as that user, never as root."""
+    fake = f"{HERMES_HOME}/bin/hermes"
+    host.run("install -m 0666 /dev/null /tmp/hermes-ran-as")
+    host.run(f"runuser -u {HERMES_USER} -- mkdir -p {HERMES_HOME}/bin")
+    host.run(
+        f"runuser -u {HERMES_USER} -- sh -c 'cat > {fake} && chmod 0755 {fake}' <<'EOF'\n{FAKE_HERMES}EOF"
+    )
+    try:
+        play = _converge_again("preflight", "-e", f"hermes_pacer_hermes_bin={fake}")
+        assert play.returncode == 0, (play.stdout + play.stderr)[-3000:]
+        ran_as = host.file("/tmp/hermes-ran-as").content_string.split()
+        hermes_uid = host.check_output(f"id -u {HERMES_USER}")
+        assert ran_as and set(ran_as) == {hermes_uid}, f"{fake} ran as uids {ran_as}"
+    finally:
+        host.run(f"rm -rf /tmp/hermes-ran-as {HERMES_HOME}/bin")
 
 
 def test_uninstall_removes_what_the_roles_installed_and_nothing_else(host):

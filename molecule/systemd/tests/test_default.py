@@ -2,11 +2,14 @@
 
 import json
 import os
+import re
 import subprocess
+import time
 from pathlib import Path
 
 from paced_host import (
     HERMES_HOME,
+    LOG_DIR,
     SCRIPTS,
     as_hermes,
     check_gateway_dispatch_off,
@@ -68,8 +71,93 @@ def test_the_flow_is_on_its_board_with_its_parents(host):
     assert json.loads(again.stdout)["created"] == 0 and json.loads(again.stdout)["exists"] == 3
 
 
+def test_passes_go_to_the_journal_not_to_a_file_systemd_opens_as_root(host):
+    for board in BOARDS:
+        name = f"hermes-pacer-{board['name']}"
+        lines = host.file(f"/etc/systemd/system/{name}.service").content_string.splitlines()
+        assert not any("append:" in line for line in lines)
+        for wanted in ("StandardOutput=journal", "StandardError=journal", f"SyslogIdentifier={name}"):
+            assert wanted in lines, wanted
+        passes = host.run(f"timeout 30 journalctl -q --no-pager -o cat -t {name} -n 200")
+        assert f"board={board['name']}" in passes.stdout, passes.stdout + passes.stderr
+        assert not host.file(f"{LOG_DIR}/kanban-dispatch-{board['name']}.log").exists
+
+
+def test_a_pass_is_bounded_and_the_cadence_never_hits_a_start_limit(host):
+    shown = host.check_output(
+        "systemctl show -p TimeoutStartUSec -p StartLimitIntervalUSec hermes-pacer-flows.service"
+    )
+    # 2 x HERMES_TIMEOUT (60 s) + 30 s.
+    assert "TimeoutStartUSec=2min 30s" in shown.splitlines(), shown
+    assert "StartLimitIntervalUSec=0" in shown.splitlines(), shown
+    # More starts in a row than systemd's default limit (5 in 10 s) allows: each one runs.
+    for attempt in range(8):
+        started = host.run("systemctl start hermes-pacer-flows.service")
+        assert started.rc == 0, f"start {attempt}: {started.stderr}"
+
+
+PROBE = """#!/bin/sh
+# What a worker started by the pacing unit can write and see.
+for dir in "$HOME/.hermes" /tmp /var/tmp /run/lock/hermes-pacer /var/log/hermes /opt/hermes/venv; do
+  if touch "$dir/.sandbox-probe" 2>/dev/null; then rm -f "$dir/.sandbox-probe"; echo "writable $dir"
+  else echo "read-only $dir"; fi
+done
+echo "foreign-processes $(find /proc -maxdepth 1 -regex '/proc/[0-9]+' ! -user hermes | wc -l)"
+echo "probe-done"
+"""
+
+
+def test_the_sandbox_lets_workers_write_their_places_and_nothing_else(host):
+    """The pacing unit itself, with a probe in place of the pass: what its workers can do."""
+    unit = host.file("/etc/systemd/system/hermes-pacer-default.service").content_string
+    lines = [
+        "ExecStart=/usr/local/sbin/sandbox-probe" if line.startswith("ExecStart=") else line
+        for line in unit.splitlines()
+        if not line.startswith("SyslogIdentifier=")
+    ]
+    probe = "/usr/local/sbin/sandbox-probe"
+    host.run(f"cat > {probe} <<'EOF'\n{PROBE}EOF\nchmod 0755 {probe}")
+    host.run("cat > /etc/systemd/system/sandbox-probe.service <<'EOF'\n" + "\n".join(lines) + "\nEOF")
+    try:
+        started = host.run("systemctl daemon-reload && systemctl start sandbox-probe.service")
+        assert started.rc == 0, started.stderr
+        for _ in range(20):  # the journal may take a moment to hold the probe's last line
+            said = host.run("journalctl -q --no-pager -o cat -u sandbox-probe.service").stdout
+            if "probe-done" in said:
+                break
+            time.sleep(0.5)
+        for wanted in (
+            f"writable {HERMES_HOME}/.hermes",
+            "writable /tmp",
+            "writable /var/tmp",
+            "writable /run/lock/hermes-pacer",
+            # The Hermes user owns the log directory, but a worker of the unit cannot write it.
+            "read-only /var/log/hermes",
+            "read-only /opt/hermes/venv",
+            "foreign-processes 0",
+        ):
+            assert wanted in said.splitlines(), said
+    finally:
+        host.run("rm -f /etc/systemd/system/sandbox-probe.service /usr/local/sbin/sandbox-probe")
+        host.run("systemctl daemon-reload")
+
+
 def test_the_timers_hold_each_cap_at_the_endpoint(host):
     pace_and_measure(host, BOARDS)
+
+
+def test_the_pacing_unit_is_hardened_and_says_what_it_leaves_out(host):
+    """After the timers test: the workers that finished their cards ran under this very unit."""
+    unit = "hermes-pacer-default.service"
+    report = host.check_output(f"systemd-analyze security --no-pager {unit}")
+    level = re.search(rf"Overall exposure level for {re.escape(unit)}: (\d+\.\d+)", report)
+    assert level, report[-2000:]
+    assert float(level.group(1)) <= 4.0, report
+    text = host.file(f"/etc/systemd/system/{unit}").content_string
+    exposed = [line.split()[1].split("=")[0] for line in report.splitlines() if line.startswith("\u2717 ")]
+    assert exposed, report
+    for option in exposed:
+        assert f"{option}=" in text, f"{option}= is neither set nor said to be left out in {unit}"
 
 
 def test_verify_says_the_host_is_safe(host):
