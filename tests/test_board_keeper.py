@@ -208,3 +208,18 @@ def test_verify_fails_a_paced_board_no_keeper_holds_when_the_role_installed_one(
     keeper.stop()
     code, _, text = _verify(paced)
     assert code == 1 and "no board keeper holds board default" in text
+
+
+def test_the_keeper_unit_is_no_pacer_of_a_board_named_keeper(verify_paced_host, keeper_of):
+    paced = verify_paced_host
+    units = paced.etc / "systemd" / "system"
+    units.mkdir(parents=True)
+    (units / "hermes-pacer-keeper.service").write_text(
+        f"[Service]\nType=simple\nUser=root\nExecStart={PACER} keep-open --board default\n"
+    )
+    code, report, text = _verify(paced)
+    assert code == 1 and [board["board"] for board in report["boards"]] == ["default"], text
+    assert "no board keeper holds board default" in text
+    keeper_of("--board", "default").wait_for(r"board=default .* opened")
+    code, report, text = _verify(paced)
+    assert code == 0 and [board["board"] for board in report["boards"]] == ["default"], text

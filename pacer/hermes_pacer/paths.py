@@ -134,8 +134,8 @@ def managed_timers(etc: Path, systemd_running: bool, refused: list[str] | None =
     found = []
     for unit in sorted((etc / "systemd" / "system").glob("hermes-pacer-*.service")):
         text = _read(unit, refused if refused is not None else [])
-        if text is None:
-            continue
+        if text is None or not re.search(r"^ExecStart=.*hermes-kanban-dispatch-capped", text, re.M):
+            continue  # not a pacing pass: the board keeper, the backups
         env = unit_env(text)
         env.setdefault("RUNS_PER_MINUTE", _timer_runs_per_minute(unit.with_suffix(".timer")))
         board = env.get("BOARD", unit.stem.removeprefix("hermes-pacer-"))
