@@ -763,6 +763,15 @@ def main():
         },
         supports_check_mode=True,
     )
+    if (not HAS_YAML or not HAS_RUAMEL) and module.check_mode:
+        # Check mode on a fresh host: the role's package task only said it would install them.
+        module.exit_json(
+            changed=True,
+            removed={},
+            unknown=[],
+            keys=[],
+            msg="not checked: PyYAML and ruamel.yaml are not installed yet (check mode)",
+        )
     if not HAS_YAML or not HAS_RUAMEL:
         module.fail_json(
             msg="hermes_yaml_section needs PyYAML and ruamel.yaml on the target"

@@ -135,7 +135,7 @@ def managed_timers(etc: Path, systemd_running: bool, refused: list[str] | None =
     for unit in sorted((etc / "systemd" / "system").glob("hermes-pacer-*.service")):
         text = _read(unit, refused if refused is not None else [])
         if text is None or not re.search(r"^ExecStart=.*hermes-kanban-dispatch-capped", text, re.M):
-            continue  # not a pacing pass: the board keeper, the backups
+            continue  # not a pacing pass: the board keeper (hermes-pacer-keeper.service)
         env = unit_env(text)
         env.setdefault("RUNS_PER_MINUTE", _timer_runs_per_minute(unit.with_suffix(".timer")))
         board = env.get("BOARD", unit.stem.removeprefix("hermes-pacer-"))

@@ -29,8 +29,13 @@ def test_the_config_keeps_every_comment_and_unrelated_key(host):
     data = yaml.safe_load(text)
     assert data["kanban"] == {"dispatch_in_gateway": False, "failure_limit": 3}
     assert host.file(ROOT_CONFIG).user == "hermes"
-    backups = host.run(f"ls {HERMES_HOME}/.hermes/ | grep -c '^config.yaml.*~$'").stdout.strip()
+    # The backup holds the API key: root-only, outside the Hermes home.
+    name = f"{HERMES_HOME}/.hermes/config.yaml".strip("/").replace("/", "_")
+    backups = host.run(f"ls /var/backups/hermes-pacer/ | grep -c '^{name}\\..*~$'").stdout.strip()
     assert int(backups) >= 1
+    assert host.run(f"ls {HERMES_HOME}/.hermes/ | grep -c '^config.yaml.*~$'").stdout.strip() == "0"
+    for backup in host.check_output(f"ls /var/backups/hermes-pacer/{name}.*").split():
+        assert host.file(backup).user == "root" and host.file(backup).mode == 0o600
 
 
 def test_the_profile_config_has_the_dispatcher_off_too(host):
@@ -47,7 +52,8 @@ def test_hand_made_dispatch_lines_are_adopted_and_the_rest_kept(host):
     cron_d = host.file("/etc/cron.d/hermes-dispatch").content_string
     assert "17 * * * * root echo unrelated" in cron_d
     assert not any("kanban dispatch" in line for line in cron_d.splitlines() if not line.startswith("#"))
-    assert host.run("ls /var/backups/hermes-pacer/ | grep -c .").stdout.strip() == "2"
+    crontab_backups = host.run("ls /var/backups/hermes-pacer/ | grep -vc config.yaml").stdout.strip()
+    assert crontab_backups == "2"
 
 
 def test_one_dispatcher_path_holds_the_cap(host):
