@@ -204,10 +204,18 @@ def other_cron_lines(etc: Path, spool: Path, refused: list[str] | None = None) -
     return found
 
 
+def _masked(unit: Path) -> bool:
+    """A unit masked by a link to /dev/null (`systemctl mask`, container images): it runs nothing."""
+    try:
+        return unit.is_symlink() and os.readlink(unit) == "/dev/null"
+    except OSError:
+        return False
+
+
 def other_units(etc: Path, refused: list[str] | None = None) -> list[DispatchPath]:
     found = []
     for unit in sorted((etc / "systemd" / "system").glob("*.service")):
-        if unit.name.startswith("hermes-pacer-"):
+        if unit.name.startswith("hermes-pacer-") or _masked(unit):
             continue
         text = _read(unit, refused if refused is not None else [])
         if text is None:
