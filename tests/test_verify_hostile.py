@@ -356,3 +356,14 @@ def test_a_journal_that_does_not_answer_is_a_finding_not_a_hang(tmp_path, monkey
     monkeypatch.setattr(verify, "JOURNAL_TIMEOUT", 1)
     with pytest.raises(verify.PassesUnreadable, match="journalctl"):
         verify.recent_passes(pacer)
+
+
+def test_a_masked_unit_is_no_refused_file(tmp_path):
+    """`systemctl mask` (and Debian's container images) link units to /dev/null: they run nothing."""
+    units = tmp_path / "systemd" / "system"
+    units.mkdir(parents=True)
+    (units / "console-getty.service").symlink_to("/dev/null")
+    (units / "fifo.service").symlink_to("/dev/zero")
+    refused: list[str] = []
+    assert paths.other_units(tmp_path, refused) == []
+    assert len(refused) == 1 and "fifo.service" in refused[0]

@@ -8,6 +8,7 @@ many requests were ever in flight at once.
 from __future__ import annotations
 
 import json
+import shlex
 import time
 
 HERMES_USER = "hermes"
@@ -45,7 +46,7 @@ def llm_stats(host, port: int) -> dict:
     return json.loads(host.check_output(f"curl -sf http://127.0.0.1:{port}/stats"))
 
 
-def create_cards(host, board: str, count: int, assignee: str) -> list[str]:
+def create_cards(host, board: str, count: int, assignee: str, key: str = "verify") -> list[str]:
     """Create cards; a create that prints nothing (seen once while a pass held the database) is
     retried with the same idempotency key, so it never makes a second card."""
     ids = []
@@ -54,7 +55,7 @@ def create_cards(host, board: str, count: int, assignee: str) -> list[str]:
             out = as_hermes(
                 host,
                 f"kanban --board {board} create 'card {index}' --assignee {assignee} "
-                f"--idempotency-key verify-{board}-{index} --json",
+                f"--idempotency-key {key}-{board}-{index} --json",
             )
             if out.rc == 0 and out.stdout.strip():
                 break
@@ -95,21 +96,9 @@ def pace_and_measure(host, boards: list[dict], count: int = 4, timeout: float = 
         start_llm(host, board["port"])
     cards = {}
     for board in boards:
-        # The burst lands whole: the test holds the board's pacing lock while it creates the cards
-        # (a pass finding it held skips), so no dispatch runs beside `hermes kanban create`. On
-        # hermes-agent 0.19 a create racing a dispatch on a fresh board once left its kanban.db
-        # with a corrupt index.
-        unit = f"hold-{board['name']}"
-        lock = f"{LOCK_DIR}/board-{board['name']}.lock"
-        # The pacer's own directory and file, made as the Hermes user, never as root.
-        host.run(f"runuser -u {HERMES_USER} -- mkdir -p -m 0700 {LOCK_DIR}")
-        host.run(f"runuser -u {HERMES_USER} -- touch {lock}")
-        held = host.run(f"systemd-run --unit={unit} flock {lock} sleep 600 && sleep 1")
-        assert held.rc == 0, held.stderr
-        try:
-            cards[board["name"]] = create_cards(host, board["name"], count, board["assignee"])
-        finally:
-            host.run(f"systemctl stop {unit}")
+        # The burst lands while the scheduler dispatches: the board keeper keeps Hermes 0.19's
+        # processes from deleting the WAL under each other (issue #11), so no lock is held here.
+        cards[board["name"]] = create_cards(host, board["name"], count, board["assignee"])
     wait_done(host, cards, timeout)
     for board in boards:
         peak = llm_stats(host, board["port"])["peak_in_flight"]
@@ -141,3 +130,50 @@ def check_verify(host) -> None:
     assert result.rc == 0 and "verdict: SAFE" in result.stdout, result.stdout + result.stderr
     report = json.loads(host.run(f"{SCRIPTS}/hermes-pacer-verify.sh --json").stdout)
     assert all(board["verdict"] == "ok" for board in report["boards"]) and report["boards"]
+
+
+BURST_ROUNDS_VARIABLE = "HERMES_PACER_BURST_ROUNDS"
+BURST_LOG = "/root/burst-rounds.log"  # in the container: one line per round
+INTEGRITY = (
+    "import sqlite3, sys; "
+    "c = sqlite3.connect(f'file:{sys.argv[1]}?mode=ro', uri=True); "
+    "print(c.execute('PRAGMA integrity_check').fetchone()[0])"
+)
+
+
+def burst_rounds(host, rounds: int, board: str, assignee: str, port: int, db: str) -> list[str]:
+    """Issue #11's trigger, `rounds` times: 6 cards created as the Hermes user while the timer
+    dispatches them and `hermes kanban stats --json` is polled every 3 s; then every card of every
+    round is on the board and done, and a read-only PRAGMA integrity_check says ok. Returns one
+    line per round (its duration), also appended to BURST_LOG in the container."""
+    start_llm(host, port, hold=1.0, final_hold=2.0)
+    hermes_bin = next(path for path in HERMES_BINS if host.file(path).exists)
+    poller = "burst-stats-poll"
+    host.run(f"systemctl stop {poller}")
+    loop = f"while :; do {hermes_bin} kanban --board {board} stats --json >/dev/null 2>&1; sleep 3; done"
+    unit = f"--unit={poller} --uid={HERMES_USER} --setenv=HOME={HERMES_HOME}"
+    started = host.run(f"systemd-run {unit} /bin/sh -c {shlex.quote(loop)}")
+    assert started.rc == 0, started.stderr
+    run = int(time.time())  # a run of its own: the idempotency keys of an earlier run find nothing
+    every: list[str] = []
+    lines = []
+    try:
+        for round_no in range(1, rounds + 1):
+            began = time.monotonic()
+            ids = create_cards(host, board, 6, assignee, key=f"burst-{run}-{round_no}")
+            every += ids
+            wait_done(host, {board: ids}, timeout=300)
+            check = host.run(f"runuser -u {HERMES_USER} -- python3 -c {shlex.quote(INTEGRITY)} {db}")
+            on_board = statuses(host, board)
+            lost = [card for card in every if card not in on_board]
+            line = (
+                f"round {round_no}/{rounds}: {time.monotonic() - began:.0f}s, "
+                f"integrity_check {check.stdout.strip()}, lost {lost}"
+            )
+            lines.append(line)
+            host.run(f"echo {shlex.quote(line)} >> {BURST_LOG}")
+            assert check.rc == 0 and check.stdout.strip() == "ok", f"{line}\n{check.stderr}"
+            assert not lost and all(on_board[card] == "done" for card in every), line
+    finally:
+        host.run(f"systemctl stop {poller}")
+    return lines

@@ -1,6 +1,7 @@
 """Command line of the pacing core: `capped` (one pass), `subminute` (a minute of passes),
-`verify` (the host check), `flow` (create the cards of flow files) and `adopt-cron` (comment out
-hand-made dispatch cron lines of managed boards)."""
+`verify` (the host check), `flow` (create the cards of flow files), `adopt-cron` (comment out
+hand-made dispatch cron lines of managed boards), `backup` (copies of the boards) and `keep-open`
+(the board keeper)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from . import __version__, adopt, board_backup, capped_pass, flows, passlog, settings, subminute, verify
 from . import board as boards
+from . import keeper as board_keeper
 from .hermes import StopSignals
 
 ENVIRONMENT = """\
@@ -56,6 +58,9 @@ DESCRIPTIONS = {
     "Run as root.",
     "backup": "Copy every board of this user's Hermes home with SQLite's online backup API into "
     "DIR/<board>/ (consistent while Hermes writes), and remove copies older than the retention.",
+    "keep-open": "Hold one read-only connection to every paced board of this user's Hermes home, "
+    "re-opened when its file is replaced, until SIGTERM: Hermes 0.19 drops its own SQLite locks, and "
+    "without a connection that keeps them its processes delete the WAL under each other (lost cards).",
     "flow": "Create the cards of parent/child flows described in YAML (or JSON) files, each card "
     "after its parents, idempotently: a second run creates nothing.",
 }
@@ -119,9 +124,13 @@ def main(argv: list[str] | None = None) -> int:
             name,
             help=text,
             description=text,
-            epilog={"verify": None, "adopt-cron": None, "backup": None, "flow": FLOW_ENVIRONMENT}.get(
-                name, ENVIRONMENT
-            ),
+            epilog={
+                "verify": None,
+                "adopt-cron": None,
+                "backup": None,
+                "keep-open": None,
+                "flow": FLOW_ENVIRONMENT,
+            }.get(name, ENVIRONMENT),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         for name, text in DESCRIPTIONS.items()
@@ -157,7 +166,15 @@ def main(argv: list[str] | None = None) -> int:
     backup.add_argument("--dir", type=Path, required=True, help="where the copies go (DIR/<board>/)")
     backup.add_argument("--keep-days", type=float, default=7.0, help="retention of the copies (default 7)")
     backup.add_argument("--hermes-root", type=Path, help="the Hermes root (default: as hermes finds it)")
+    keep = parsers["keep-open"]
+    keep.add_argument(
+        "--board", action="append", default=[], help="a board slug (repeatable; default: every board on disk)"
+    )
+    keep.add_argument("--hermes-root", type=Path, help="the Hermes root (default: as hermes finds it)")
     args = parser.parse_args(argv)
+    if args.command == "keep-open":
+        env = dict(os.environ)
+        return board_keeper.run(args.hermes_root or boards.hermes_root(env), args.board, env)
     if args.command == "backup":
         root = args.hermes_root or boards.hermes_root(dict(os.environ))
         return board_backup.run(root, args.dir, args.keep_days)

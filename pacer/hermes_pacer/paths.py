@@ -134,8 +134,8 @@ def managed_timers(etc: Path, systemd_running: bool, refused: list[str] | None =
     found = []
     for unit in sorted((etc / "systemd" / "system").glob("hermes-pacer-*.service")):
         text = _read(unit, refused if refused is not None else [])
-        if text is None:
-            continue
+        if text is None or not re.search(r"^ExecStart=.*hermes-kanban-dispatch-capped", text, re.M):
+            continue  # not a pacing pass: the board keeper (hermes-pacer-keeper.service)
         env = unit_env(text)
         env.setdefault("RUNS_PER_MINUTE", _timer_runs_per_minute(unit.with_suffix(".timer")))
         board = env.get("BOARD", unit.stem.removeprefix("hermes-pacer-"))
@@ -204,10 +204,18 @@ def other_cron_lines(etc: Path, spool: Path, refused: list[str] | None = None) -
     return found
 
 
+def _masked(unit: Path) -> bool:
+    """A unit masked by a link to /dev/null (`systemctl mask`, container images): it runs nothing."""
+    try:
+        return unit.is_symlink() and os.readlink(unit) == "/dev/null"
+    except OSError:
+        return False
+
+
 def other_units(etc: Path, refused: list[str] | None = None) -> list[DispatchPath]:
     found = []
     for unit in sorted((etc / "systemd" / "system").glob("*.service")):
-        if unit.name.startswith("hermes-pacer-"):
+        if unit.name.startswith("hermes-pacer-") or _masked(unit):
             continue
         text = _read(unit, refused if refused is not None else [])
         if text is None:

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import board as boards
-from . import board_health, capacity, cronrules, hermes_config, paths, safefile, workers
+from . import board_health, capacity, cronrules, hermes_config, keeper, paths, safefile, workers
 
 LOG_TAIL_BYTES = 64 * 1024
 JOURNAL_LINES = 200
@@ -446,6 +446,8 @@ def run(
             report.problems += queue_problems
             if report.queue:  # the board was opened the safe way: SQLite may read it
                 report.problems += board_health.verify_problems(root, slug, proc, now)
+                unkept = keeper.verify_problem(etc, root, slug, proc) if (key, slug) in pacers else None
+                report.problems += [unkept] if unkept else []
             reports.append(report)
             checks += board_checks
         for pacer in pacers.values():

@@ -5,8 +5,9 @@
 # `hermes kanban create` adds 3 cards. With Hermes 0.19 the list's close deletes the WAL the kept
 # connection still writes to, and the kept connection's own close then checkpoints its stale WAL
 # over the 3 committed cards: they vanish. KEEPER=1 holds a read-only connection to the board
-# meanwhile (what the pacer's board keeper does). Exit status 1 when a round lost a card or the
-# board failed PRAGMA integrity_check.
+# meanwhile (what the pacer's board keeper does); KEEPER=pacer runs the board keeper itself
+# (`hermes-pacer keep-open`) for the round and checks that SIGTERM ends it with status 0. Exit
+# status 1 when a round lost a card, the board failed PRAGMA integrity_check or the keeper failed.
 set -eu
 venv=$1
 rounds=${2:-3}
@@ -18,7 +19,12 @@ for round in $(seq "$rounds"); do
   "$venv/bin/hermes" kanban create seed >/dev/null 2>&1
   db=$home/.hermes/kanban.db
   keeper=
-  if [ -n "${KEEPER:-}" ]; then
+  if [ "${KEEPER:-}" = pacer ]; then
+    "$here/../../scripts/hermes-pacer" keep-open >"$home/keeper.log" 2>&1 &
+    keeper=$!
+    for _ in $(seq 100); do grep -qs ' opened' "$home/keeper.log" && break; sleep 0.1; done
+    grep -q ' opened' "$home/keeper.log" || { cat "$home/keeper.log" >&2; bad=$((bad + 1)); }
+  elif [ -n "${KEEPER:-}" ]; then
     python3 -c 'import sqlite3, sys, time
 c = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True)
 c.execute("SELECT 1 FROM sqlite_master").fetchall()
@@ -37,7 +43,14 @@ time.sleep(120)' "$db" &
   echo write >&"${KEPT[1]}"; read -r _ <&"${KEPT[0]}"
   echo close >&"${KEPT[1]}"; read -r _ <&"${KEPT[0]}"
   wait "$KEPT_PID" 2>/dev/null || true
-  if [ -n "$keeper" ]; then kill "$keeper"; wait "$keeper" 2>/dev/null || true; fi
+  if [ -n "$keeper" ]; then
+    kill "$keeper"
+    if [ "${KEEPER:-}" = pacer ]; then
+      wait "$keeper" || { echo "round $round: the keeper exited $? on SIGTERM" >&2; bad=$((bad + 1)); }
+    else
+      wait "$keeper" 2>/dev/null || true
+    fi
+  fi
   result=$(python3 -c 'import sqlite3, sys
 c = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True)
 check = c.execute("PRAGMA integrity_check").fetchone()[0]

@@ -8,10 +8,13 @@ import time
 from pathlib import Path
 
 from paced_host import (
+    BURST_ROUNDS_VARIABLE,
     HERMES_HOME,
+    HERMES_USER,
     LOG_DIR,
     SCRIPTS,
     as_hermes,
+    burst_rounds,
     check_gateway_dispatch_off,
     check_installed,
     check_verify,
@@ -23,6 +26,10 @@ BOARDS = [
     {"name": "default", "cap": 2, "assignee": "worker", "port": 18080},
     {"name": "ops", "cap": 1, "assignee": "ops-worker", "port": 18081},
 ]
+# Rounds of issue #11's trigger (a burst of cards beside the timers); more for a long run, e.g.
+# HERMES_PACER_BURST_ROUNDS=20 ./tasks.sh molecule --scenario systemd --command verify
+BURST_ROUNDS = int(os.environ.get(BURST_ROUNDS_VARIABLE) or 2)  # a round takes 70-85 s in CI
+KEEPER = "hermes-pacer-keeper.service"
 
 
 def test_installed(host):
@@ -144,6 +151,33 @@ def test_the_sandbox_lets_workers_write_their_places_and_nothing_else(host):
 
 def test_the_timers_hold_each_cap_at_the_endpoint(host):
     pace_and_measure(host, BOARDS)
+
+
+def test_bursts_of_cards_beside_the_timers_lose_nothing(host):
+    """Issue #11: 6 cards created at a time while the timer dispatches them and `kanban stats`
+    is polled corrupted the default board in about one run in three before the board keeper."""
+    db = f"{HERMES_HOME}/.hermes/kanban.db"
+    burst_rounds(host, BURST_ROUNDS, "default", "worker", 18080, db)
+
+
+def test_the_board_keeper_holds_every_paced_board(host):
+    service = host.service(KEEPER)
+    assert service.is_enabled and service.is_running
+    pid = host.check_output(f"systemctl show -p MainPID --value {KEEPER}")
+    assert host.check_output(f"stat -c %U /proc/{pid}") == HERMES_USER
+    journal = host.check_output("journalctl -q --no-pager -o cat -t hermes-pacer-keeper")
+    locks = [line.split() for line in host.check_output("cat /proc/locks").splitlines()]
+    for board, db in (
+        ("default", f"{HERMES_HOME}/.hermes/kanban.db"),
+        ("ops", f"{HERMES_HOME}/.hermes/kanban/boards/ops/kanban.db"),
+        ("flows", f"{HERMES_HOME}/.hermes/kanban/boards/flows/kanban.db"),
+    ):
+        assert re.search(rf"board={board} db={re.escape(db)} inode=\d+ (re-)?opened", journal), journal
+        inode = host.check_output(f"stat -c %i {db}")
+        assert any(row[4] == pid and row[5].endswith(f":{inode}") for row in locks), (board, locks)
+    report = host.check_output(f"systemd-analyze security --no-pager {KEEPER}")
+    level = re.search(rf"Overall exposure level for {re.escape(KEEPER)}: (\d+\.\d+)", report)
+    assert level and float(level.group(1)) <= 2.0, report
 
 
 def test_the_pacing_unit_is_hardened_and_says_what_it_leaves_out(host):
