@@ -22,26 +22,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import board as boards
-from . import board_health, capacity, cronrules, hermes_config, keeper, paths, safefile, workers
+from . import board_health, capacity, cronrules, hermes_config, keeper, passlog, paths, safefile, workers
 
 LOG_TAIL_BYTES = 64 * 1024
 JOURNAL_LINES = 200
 JOURNAL_TIMEOUT = 15
-# Reasons a pass gives when it failed closed (contract C2); `locked` alone is no failure, but a
-# board whose every pass says `locked` is not being paced either.
-FAILED_CLOSED = {
-    "lock_unavailable",
-    "count_unknown",
-    "hermes_failed",
-    "hermes_timeout",
-    "hermes_unavailable",
-    "hermes_bad_json",
-    "cap_script_timeout",
-    "cap_script_unavailable",
-    "internal_error",
-    "settings_invalid",
-    "locked",
-}
+# A pass that failed closed (contract C2), or that found the lock held: a board whose every pass
+# says `locked` is not being paced either.
+FAILED_CLOSED = passlog.FAILED_CLOSED | {"locked"}
 KV_FIELD = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S*)')
 
 
