@@ -15,13 +15,13 @@ from invoke import task
 
 REPO = Path(__file__).resolve().parent
 POSIX_SCRIPTS = [
-    "scripts/hermes-kanban-dispatch-capped.sh",
-    "scripts/hermes-kanban-dispatch-subminute.sh",
+    "roles/hermes_pacer/files/scripts/hermes-kanban-dispatch-capped.sh",
     "bench/baselines/recipe-capped.sh",
     "tasks.sh",
 ]
 BASH_SCRIPTS = [".ci/run", "molecule/images/build.sh"]
-PYTHON_SOURCES = ["pacer", "tests", "library", "molecule", "bench", "tasks.py"]
+PACKAGE = "roles/hermes_pacer/files/hermes_pacer"
+PYTHON_SOURCES = [PACKAGE, "tests", "plugins", "molecule", "bench", "tasks.py"]
 
 
 def _venv_bin(name: str) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-_PATH = Path(__file__).resolve().parent.parent / "library" / "hermes_yaml_section.py"
+_PATH = Path(__file__).resolve().parent.parent / "plugins" / "modules" / "hermes_yaml_section.py"
 _SPEC = importlib.util.spec_from_file_location("hermes_yaml_section", _PATH)
 module = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(module)

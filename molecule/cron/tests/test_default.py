@@ -66,7 +66,7 @@ def _converge_again(tags: str, *extra: str) -> subprocess.CompletedProcess:
     env = {
         **os.environ,
         "ANSIBLE_ROLES_PATH": os.environ.get("ANSIBLE_ROLES_PATH", str(REPO / "roles")),
-        "ANSIBLE_LIBRARY": os.environ.get("ANSIBLE_LIBRARY", str(REPO / "library")),
+        "ANSIBLE_LIBRARY": os.environ.get("ANSIBLE_LIBRARY", str(REPO / "plugins" / "modules")),
     }
     return subprocess.run(
         [

@@ -275,10 +275,10 @@ def _pacer_checks(pacer: paths.Pacer, user: str | None) -> list[Check]:
     script = pacer.env.get("PACER_SCRIPT")
     if script:
         checks.append(_owner_ok(Path(script)))
-        # The package the script runs: beside it once installed, ../pacer in a checkout.
+        # The package the script runs: beside it once installed, beside its folder in a checkout.
         here = Path(script).resolve().parent
         package = next(
-            (p for p in (here / "hermes_pacer", here.parent / "pacer" / "hermes_pacer") if p.is_dir()),
+            (p for p in (here / "hermes_pacer", here.parent / "hermes_pacer") if p.is_dir()),
             here / "hermes_pacer",
         )
         checks.append(_owner_ok(package))

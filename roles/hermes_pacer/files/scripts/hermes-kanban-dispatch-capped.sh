@@ -17,7 +17,7 @@ case $(basename -- "$0") in
   *) command=capped ;;
 esac
 here=$(dirname -- "$(readlink -f -- "$0")")
-for lib in "$here" "$here/../pacer"; do
+for lib in "$here" "$here/.."; do
   if [ -f "$lib/hermes_pacer/__main__.py" ]; then
     PYTHONPATH=$lib exec "${PACER_PYTHON:-python3}" -s -m hermes_pacer ${command:+"$command"} "$@"
   fi
