@@ -95,3 +95,27 @@ def test_the_tail_of_a_log_drops_the_partial_line(tmp_path):
 def test_a_relative_path_is_refused():
     with pytest.raises(safefile.UnsafeFile, match="absolute"):
         safefile.read_bytes("config.yaml")
+
+
+def test_open_parent_leaves_the_last_name_to_the_caller(tmp_path, home):
+    """The config editor's walk: the directory that holds the name, the name not even looked at
+    (a link there is the caller's to refuse, relative to the descriptor)."""
+    (home / "config.yaml").symlink_to(tmp_path / "elsewhere")
+    fd, name = safefile.open_parent(home / "config.yaml")
+    try:
+        assert name == "config.yaml"
+        assert os.path.samestat(os.fstat(fd), os.stat(home))
+    finally:
+        os.close(fd)
+
+
+def test_open_parent_and_open_dir_refuse_a_link_another_user_owns(tmp_path, home):
+    (tmp_path / "real").mkdir()
+    (home / "profiles").symlink_to(tmp_path / "real")
+    os.lchown(home / "profiles", NOBODY, NOBODY)
+    with pytest.raises(safefile.UnsafeFile, match="profiles is a symbolic link of uid 65534"):
+        safefile.open_parent(home / "profiles" / "config.yaml")
+    with pytest.raises(safefile.UnsafeFile, match="profiles is a symbolic link of uid 65534"):
+        safefile.open_dir(home / "profiles")
+    fd = safefile.open_dir(tmp_path / "real")
+    os.close(fd)

@@ -14,7 +14,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-_PATH = Path(__file__).resolve().parent.parent / "plugins" / "modules" / "hermes_yaml_section.py"
+REPO = Path(__file__).resolve().parent.parent
+_PATH = REPO / "plugins" / "modules" / "hermes_yaml_section.py"
+# The module imports the shared path walk by its collection name, as Ansible runs it; the checkout
+# is that collection through the committed link .ansible/collections/ansible_collections/hermes_pacer/pacer.
+COLLECTIONS = str(REPO / ".ansible" / "collections")
+sys.path.insert(0, COLLECTIONS)
 _SPEC = importlib.util.spec_from_file_location("hermes_yaml_section", _PATH)
 module = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(module)
@@ -222,8 +227,17 @@ def run_module(tmp_path, check=False, diff=True, **args):
     file.write_text(
         json.dumps({"ANSIBLE_MODULE_ARGS": {**args, "_ansible_check_mode": check, "_ansible_diff": diff}})
     )
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [COLLECTIONS, os.environ.get("PYTHONPATH")])),
+    }
     done = subprocess.run(
-        [sys.executable, str(_PATH), str(file)], capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, str(_PATH), str(file)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     result = json.loads(done.stdout)
     result["output"] = done.stdout + done.stderr

@@ -5,9 +5,10 @@ every other byte of the file as it was.
 `hermes config set` rewrites config.yaml and drops every comment, so the roles edit it here. The
 module runs as root, but config.yaml and its directory belong to the Hermes user, whose workers are
 LLM agents with a shell: the file is hostile input. So:
-- the path is walked one directory at a time and the file opened with O_NOFOLLOW | O_NONBLOCK
-  relative to its directory's descriptor: a symbolic link, a FIFO, a device, a directory or a file
-  over 1 MiB fails the task before a byte of it is read or printed;
+- the path is walked one directory at a time (module_utils/safefile.py, the walk the pacer's
+  verify uses) and the file opened with O_NOFOLLOW | O_NONBLOCK relative to its directory's
+  descriptor: a symbolic link, a FIFO, a device, a directory or a file over 1 MiB fails the task
+  before a byte of it is read or printed;
 - the edit is a splice of the text at the positions ruamel.yaml's parser gives (comments, quoting,
   key order, a BOM and CRLF line ends outside the edited keys stay byte for byte), then proved by
   parsing the old and the new text with PyYAML (what Hermes reads config.yaml with) and comparing
@@ -88,8 +89,14 @@ except ImportError:  # reported by the module with the package to install
 
 from ansible.module_utils.basic import AnsibleModule
 
+# The no-follow path walk the pacer's verify uses too: one source, linked into module_utils.
+from ansible_collections.hermes_pacer.pacer.plugins.module_utils.safefile import (
+    UnsafeFile,
+    open_dir,
+    open_parent,
+)
+
 LIMIT = 1 << 20  # 1 MiB: far more than any Hermes config
-MAX_LINKS = 16
 # Once aliases are expanded a small file can stand for a huge tree ("billion laughs"); comparing
 # such data would run root's converge out of time or memory.
 MAX_NODES = 200_000
@@ -101,10 +108,6 @@ REDACTED = "<redacted>"
 
 class EditError(ValueError):
     """The file cannot be edited safely; nothing was written."""
-
-
-class UnsafePath(OSError):
-    """The path was not opened: a link another user controls, not a regular file, or too large."""
 
 
 # --- Opening and writing without following what the Hermes user controls -----------------------
@@ -124,66 +127,12 @@ def _kind(mode):
     return "not a regular file"
 
 
-def _root_link(parent, name, path):
-    """The target of `name` when it is a link root may follow; None when it is no link at all.
-
-    Only a link root owns in a directory root alone can write (as /var/run -> /run): one in a
-    directory another user can write may be theirs (or a hard link to a root one they placed)."""
-    try:
-        info = os.lstat(name, dir_fd=parent)
-    except FileNotFoundError:
-        return None
-    if not stat.S_ISLNK(info.st_mode):
-        return None
-    folder = os.fstat(parent)
-    if info.st_uid != 0 or folder.st_uid != 0 or folder.st_mode & 0o022:
-        raise UnsafePath(
-            errno.ELOOP, f"{path}: {name} is a symbolic link another user controls: not followed"
-        )
-    return os.readlink(name, dir_fd=parent)
-
-
-def open_dir(path, shown=None):
-    """A descriptor of the directory `path` (absolute), walked from / one component at a time;
-    errors name `shown` (the file the caller is after)."""
-    shown = shown or path
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    links = 0
-    fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        while parts:
-            name = parts.pop(0)
-            target = _root_link(fd, name, shown) if name != ".." else None
-            if target is not None:
-                links += 1
-                if links > MAX_LINKS:
-                    raise UnsafePath(errno.ELOOP, f"{shown}: too many symbolic links")
-                if target.startswith("/"):
-                    os.close(fd)
-                    fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-                parts[:0] = [p for p in target.split("/") if p not in ("", ".")]
-                continue
-            try:
-                child = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-            except OSError as exc:
-                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                    raise UnsafePath(exc.errno, f"{shown}: {name} is not a directory: not followed") from None
-                raise OSError(exc.errno, f"{shown}: {exc.strerror}") from None
-            os.close(fd)
-            fd = child
-        return fd
-    except BaseException:
-        os.close(fd)
-        raise
-
-
 class Target:
     """The file to edit: its directory's descriptor, its name there, and what it held."""
 
     def __init__(self, path):
         self.path = path
-        self.name = os.path.basename(path)
-        self.dir_fd = open_dir(os.path.dirname(path), shown=path)
+        self.dir_fd, self.name = open_parent(path)
         self.info = None  # os.stat_result of the file when it exists
         self.data = None  # its bytes when it exists
         try:
@@ -199,7 +148,7 @@ class Target:
             return
         # Checked before the open too: opening a device can have effects of its own.
         if not stat.S_ISREG(seen.st_mode):
-            raise UnsafePath(
+            raise UnsafeFile(
                 errno.EINVAL, f"{self.path} is {_kind(seen.st_mode)}, not a regular file: not read"
             )
         flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
@@ -207,20 +156,20 @@ class Target:
             fd = os.open(self.name, flags, dir_fd=self.dir_fd)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
-                raise UnsafePath(errno.ELOOP, f"{self.path} is a symbolic link: not followed") from None
+                raise UnsafeFile(errno.ELOOP, f"{self.path} is a symbolic link: not followed") from None
             raise OSError(exc.errno, f"{self.path}: {exc.strerror}") from None
         try:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
-                raise UnsafePath(
+                raise UnsafeFile(
                     errno.EINVAL, f"{self.path} is {_kind(info.st_mode)}, not a regular file: not read"
                 )
             if info.st_nlink > 1:
                 # Another name of the same file may be anywhere on this file system: a hard link
                 # the Hermes user made to a root file (where fs.protected_hardlinks is off).
-                raise UnsafePath(errno.EMLINK, f"{self.path} has {info.st_nlink} hard links: not read")
+                raise UnsafeFile(errno.EMLINK, f"{self.path} has {info.st_nlink} hard links: not read")
             if info.st_size > LIMIT:
-                raise UnsafePath(errno.EFBIG, f"{self.path} is larger than {LIMIT} bytes (1 MiB): not read")
+                raise UnsafeFile(errno.EFBIG, f"{self.path} is larger than {LIMIT} bytes (1 MiB): not read")
             data = b""
             while len(data) <= LIMIT:
                 chunk = os.read(fd, 65536)
@@ -228,7 +177,7 @@ class Target:
                     break
                 data += chunk
             if len(data) > LIMIT:
-                raise UnsafePath(errno.EFBIG, f"{self.path} grew past {LIMIT} bytes (1 MiB): not read")
+                raise UnsafeFile(errno.EFBIG, f"{self.path} grew past {LIMIT} bytes (1 MiB): not read")
         finally:
             os.close(fd)
         self.info, self.data = info, data
@@ -283,6 +232,7 @@ class Target:
 
 def _root_only_dir(path):
     """A descriptor of `path`, created 0700 when missing, refused unless only root can write it."""
+    path = os.path.abspath(path)
     try:
         fd = open_dir(path)
     except FileNotFoundError:
@@ -291,7 +241,7 @@ def _root_only_dir(path):
     info = os.fstat(fd)
     if info.st_uid != os.geteuid() or info.st_mode & 0o022:
         os.close(fd)
-        raise UnsafePath(
+        raise UnsafeFile(
             errno.EPERM,
             f"backup_dir {path}: owned by uid {info.st_uid} with mode {stat.S_IMODE(info.st_mode):04o};"
             f" it must be a directory only uid {os.geteuid()} can write",

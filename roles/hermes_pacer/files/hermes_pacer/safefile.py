@@ -11,6 +11,10 @@ file there must not hang or exhaust the pass itself. A read here:
   file: never a FIFO, a device, a socket or a directory;
 - reads at most `limit` bytes, and refuses a larger file rather than reading part of it.
 Anything refused raises UnsafeFile (an OSError) whose message names the path and why.
+
+The config editor (plugins/modules/hermes_yaml_section.py) walks its paths with this same code:
+plugins/module_utils/safefile.py is a link to this file, so keep it standard library only and
+importable on its own (no relative imports).
 """
 
 from __future__ import annotations
@@ -51,9 +55,13 @@ def _root_link(parent: int, name: str, path: str) -> str | None:
     return os.readlink(name, dir_fd=parent)
 
 
-def open_file(path: str | os.PathLike, flags: int = os.O_RDONLY) -> int:
-    """A descriptor of the regular file at `path` (absolute), reached as described above."""
-    text = os.fspath(path)
+def _walk(text: str, last: str) -> tuple[int, str | None]:
+    """Walk the absolute path `text` from / as described above.
+
+    `last` says what becomes of its last component: "dir" opens it as a directory too and returns
+    (its descriptor, None); "name" leaves it untouched, not even looked at, and returns (the
+    descriptor of the directory that holds it, the name); "file" is "name" after following a link
+    root owns there, for the caller to open the name it returns with O_NOFOLLOW."""
     if not os.path.isabs(text):
         raise UnsafeFile(errno.EINVAL, f"{text}: not an absolute path")
     parts = [p for p in text.split("/") if p not in ("", ".")]
@@ -62,7 +70,8 @@ def open_file(path: str | os.PathLike, flags: int = os.O_RDONLY) -> int:
     try:
         while parts:
             name = parts.pop(0)
-            last = not parts
+            if not parts and last == "name":
+                return fd, name
             target = _root_link(fd, name, text) if name != ".." else None
             if target is not None:
                 links += 1
@@ -73,19 +82,8 @@ def open_file(path: str | os.PathLike, flags: int = os.O_RDONLY) -> int:
                     fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
                 parts[:0] = [p for p in target.split("/") if p not in ("", ".")]
                 continue
-            if last:
-                mode = flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
-                try:
-                    handle = os.open(name, mode, dir_fd=fd)
-                except OSError as exc:
-                    if exc.errno == errno.ELOOP:
-                        raise UnsafeFile(errno.ELOOP, f"{text} is a symbolic link: not followed") from None
-                    raise OSError(exc.errno, f"{text}: {exc.strerror}") from None
-                info = os.fstat(handle)
-                if not stat.S_ISREG(info.st_mode):
-                    os.close(handle)
-                    raise UnsafeFile(errno.EINVAL, f"{text} is not a regular file: not read")
-                return handle
+            if not parts and last == "file":
+                return fd, name
             try:
                 child = _open_dir(fd, name)
             except OSError as exc:
@@ -94,9 +92,46 @@ def open_file(path: str | os.PathLike, flags: int = os.O_RDONLY) -> int:
                 raise OSError(exc.errno, f"{text}: {exc.strerror}") from None
             os.close(fd)
             fd = child
+        if last == "dir":
+            return fd, None
         raise UnsafeFile(errno.EISDIR, f"{text} is a directory: not read")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def open_dir(path: str | os.PathLike) -> int:
+    """A descriptor of the directory at `path` (absolute), every component reached as above."""
+    return _walk(os.fspath(path), "dir")[0]
+
+
+def open_parent(path: str | os.PathLike) -> tuple[int, str]:
+    """The descriptor of the directory that holds `path` (absolute), reached as above, and the
+    last name of `path`, neither followed nor opened: for a caller that opens, creates or
+    replaces that name itself relative to the descriptor (the config editor's atomic rename)."""
+    fd, name = _walk(os.fspath(path), "name")
+    return fd, name
+
+
+def open_file(path: str | os.PathLike, flags: int = os.O_RDONLY) -> int:
+    """A descriptor of the regular file at `path` (absolute), reached as described above."""
+    text = os.fspath(path)
+    fd, name = _walk(text, "file")
+    try:
+        mode = flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+        try:
+            handle = os.open(name, mode, dir_fd=fd)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise UnsafeFile(errno.ELOOP, f"{text} is a symbolic link: not followed") from None
+            raise OSError(exc.errno, f"{text}: {exc.strerror}") from None
     finally:
         os.close(fd)
+    info = os.fstat(handle)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(handle)
+        raise UnsafeFile(errno.EINVAL, f"{text} is not a regular file: not read")
+    return handle
 
 
 def read_bytes(path: str | os.PathLike, limit: int = LIMIT) -> bytes:

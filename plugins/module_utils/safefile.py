@@ -1,0 +1,1 @@
+../../roles/hermes_pacer/files/hermes_pacer/safefile.py
