@@ -205,11 +205,11 @@ def test(c, k=""):
         "cap": "the cap every strategy gets (default 2)",
         "versions": "hermes-agent releases, comma-separated (default: the pinned ones)",
         "strategies": "one-board strategies, comma-separated (default: all)",
-        "readme": "write the table into the README's benchmark section (default: yes, unless --quick)",
+        "docs": "write the table into docs/benchmark.md (default: yes, unless --quick; --no-docs leaves it)",
         "redraw": "run no trial: draw the plot and table again from bench/results/bench.json",
     }
 )
-def bench(c, quick=False, cards=0, cap=2, versions="", strategies="", readme=True, redraw=False):
+def bench(c, quick=False, cards=0, cap=2, versions="", strategies="", docs=True, redraw=False):
     """Benchmark: requests in flight, live workers, utilisation, makespan and CPU per strategy."""
     hermes(c)
     options = (
@@ -218,7 +218,7 @@ def bench(c, quick=False, cards=0, cap=2, versions="", strategies="", readme=Tru
         + (f" --cap {cap}" if int(cap) != 2 else "")
         + (f" --versions {versions}" if versions else "")
         + (f" --strategies {strategies}" if strategies else "")
-        + ("" if readme else " --no-readme")
+        + ("" if docs else " --no-docs")
         + (" --redraw" if redraw else "")
     )
     with c.cd(str(REPO)):

@@ -1,6 +1,6 @@
 """invoke bench: what the GPU sees under each pacing strategy, side by side.
 
-python -m bench [--quick] [--cards 8] [--cap 2] [--versions 0.14.0,0.19.0] [--no-readme]
+python -m bench [--quick] [--cards 8] [--cap 2] [--versions 0.14.0,0.19.0] [--no-docs]
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ from pathlib import Path
 from . import figures, report
 from .harness import REPO, Lab, Settings, Workload, hermes_install, run_trial
 from .strategies import catalogue
+
+# The page whose benchmark block a full run replaces.
+DOC = REPO / "docs" / "benchmark.md"
 
 # The full run: every strategy on the newest release; on the oldest, the baselines it has and the
 # pacer at the role's default cadence; the two-board burst paced on both.
@@ -50,7 +53,13 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
         "at least 15 s; quick 5)",
     )
     parser.add_argument("--out", type=Path, help="where the JSON, table and plot go (default bench/results)")
-    parser.add_argument("--no-readme", action="store_true", help="leave the README's benchmark block alone")
+    parser.add_argument(
+        "--no-docs",
+        "--no-readme",  # its name before the table moved out of the README
+        dest="no_docs",
+        action="store_true",
+        help=f"leave the benchmark block of {DOC.relative_to(REPO)} alone",
+    )
     parser.add_argument(
         "--redraw",
         action="store_true",
@@ -190,18 +199,18 @@ def _redraw(args: argparse.Namespace) -> int:
 
 
 def _outputs(args: argparse.Namespace, meta: dict, results: list[dict]) -> None:
-    """bench.json, the plot, table.md, the table on stdout and, unless told not to, the README block."""
+    """bench.json, the plot, table.md, the table on stdout and, unless told not to, the docs' block."""
     args.out.mkdir(parents=True, exist_ok=True)
     json_path, plot_path = args.out / "bench.json", args.out / "requests-in-flight.png"
     json_path.write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
     report.plot(results, plot_path)
-    block = report.section(results, meta, _relative(plot_path))
-    (args.out / "table.md").write_text(block + "\n")
+    plot = _relative(plot_path)
+    (args.out / "table.md").write_text(report.section(results, meta, plot, _relative(args.out)) + "\n")
     print(report.table(results))
     print(f"written: {json_path}, {plot_path}, {args.out / 'table.md'}", file=sys.stderr)
-    if not args.no_readme and not args.quick:
-        report.splice_readme(REPO / "README.md", block)
-        print("README.md: benchmark block replaced", file=sys.stderr)
+    if not args.no_docs and not args.quick:
+        report.splice(DOC, report.section(results, meta, plot, str(DOC.parent.relative_to(REPO))))
+        print(f"{DOC.relative_to(REPO)}: benchmark block replaced", file=sys.stderr)
 
 
 def _relative(path: Path) -> str:

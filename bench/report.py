@@ -1,7 +1,8 @@
-"""The benchmark's outputs: a markdown table (also spliced into the README), JSON and a PNG plot."""
+"""The benchmark's outputs: a markdown table (also spliced into docs/benchmark.md), JSON and a PNG plot."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -71,28 +72,36 @@ def findings(results: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def section(results: list[dict], meta: dict, plot_path: str) -> str:
-    """The README's benchmark block: how it was made, the table, the plot."""
+def section(results: list[dict], meta: dict, plot_path: str, page_dir: str = ".") -> str:
+    """The benchmark block of a page in `page_dir` (repository-relative): how it was made, the table,
+    the plot. Links are made relative to that page, so the plot shows wherever the block goes."""
+    json_path = meta["json_path"]
     return (
         f"{BEGIN}\n"
         f"Produced by `{meta['command']}` on {meta['date']} ({meta['machine']}); {meta['duration']}. "
         f"Peaks are per board against the cap of {meta['cap']}; the endpoint held each call "
         f"{meta['hold']:g} s (the final reply {meta['final_hold']:g} s). Raw series: "
-        f"[`{meta['json_path']}`]({meta['json_path']}).\n\n"
+        f"[`{json_path}`]({link(json_path, page_dir)}).\n\n"
         f"{table(results)}\n"
         f"{findings(results)}\n"
-        f"![requests in flight at the endpoint over time, one line per strategy]({plot_path})\n"
+        f"![requests in flight at the endpoint over time, one line per strategy]"
+        f"({link(plot_path, page_dir)})\n"
         f"{END}"
     )
 
 
-def splice_readme(readme: Path, block: str) -> None:
-    """Replace the README's benchmark block (between the markers) with a new one."""
-    text = readme.read_text()
+def link(path: str, page_dir: str) -> str:
+    """A repository-relative path as a link from a page in page_dir; an absolute one stays."""
+    return path if os.path.isabs(path) else os.path.relpath(path, page_dir)
+
+
+def splice(page: Path, block: str) -> None:
+    """Replace the page's benchmark block (between the markers) with a new one."""
+    text = page.read_text()
     pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
     if not pattern.search(text):
-        raise SystemExit(f"{readme}: no {BEGIN} … {END} block to replace")
-    readme.write_text(pattern.sub(lambda _: block, text))
+        raise SystemExit(f"{page}: no {BEGIN} … {END} block to replace")
+    page.write_text(pattern.sub(lambda _: block, text))
 
 
 def plot(results: list[dict], path: Path) -> None:

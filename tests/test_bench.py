@@ -1,6 +1,6 @@
 """The benchmark: its arithmetic on made-up series, and one short run of the real harness.
 
-The figures themselves belong to `./tasks.sh bench` and the README; here only that the harness
+The figures themselves belong to `./tasks.sh bench` and docs/benchmark.md; here only that the harness
 works end to end (every strategy ran to the end, every output was written).
 """
 
@@ -17,7 +17,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench import figures  # noqa: E402
+from bench import figures, report  # noqa: E402
 
 
 def test_step_series_and_peak_count_overlaps():
@@ -49,9 +49,36 @@ def test_nothing_waited_gives_no_utilisation():
     assert got["slot_utilisation"] is None and got["peak_workers"] == 4
 
 
+def test_the_docs_block_links_the_plot_and_the_series_from_docs(tmp_path):
+    meta = {
+        "command": "./tasks.sh bench",
+        "date": "2026-11-30",
+        "machine": "2 cores",
+        "duration": "the whole run took 17 min",
+        "cap": 2,
+        "hold": 8.0,
+        "final_hold": 8.0,
+        "json_path": "bench/results/bench.json",
+    }
+    block = report.section([], meta, "bench/results/requests-in-flight.png", "docs")
+    assert "[`bench/results/bench.json`](../bench/results/bench.json)" in block
+    assert "(../bench/results/requests-in-flight.png)" in block
+    page = tmp_path / "benchmark.md"
+    page.write_text(f"# Benchmark\n\n{report.BEGIN}\nold\n{report.END}\n\nAfter.\n")
+    report.splice(page, block)
+    assert page.read_text() == f"# Benchmark\n\n{block}\n\nAfter.\n"
+
+
+def test_the_docs_page_carries_the_block_a_full_run_replaces():
+    text = (REPO / "docs" / "benchmark.md").read_text()
+    assert text.count(report.BEGIN) == 1 and text.count(report.END) == 1
+    assert "(../bench/results/requests-in-flight.png)" in text
+    assert report.BEGIN not in (REPO / "README.md").read_text()
+
+
 @pytest.mark.hermes
 def test_quick_bench_runs_every_strategy_to_the_end(tmp_path):
-    readme = (REPO / "README.md").read_text()
+    page = (REPO / "docs" / "benchmark.md").read_text()
     newest = hermes_install.versions()[-1]
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--versions", newest, "--out", str(tmp_path)],
@@ -73,4 +100,4 @@ def test_quick_bench_runs_every_strategy_to_the_end(tmp_path):
     assert (tmp_path / "requests-in-flight.png").read_bytes().startswith(b"\x89PNG")
     assert "| hermes-pacer, 30 passes/min" in (tmp_path / "table.md").read_text()
     assert "in flight" in proc.stderr  # progress lines while it runs
-    assert (REPO / "README.md").read_text() == readme
+    assert (REPO / "docs" / "benchmark.md").read_text() == page  # --quick leaves the docs alone

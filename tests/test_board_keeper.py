@@ -145,7 +145,7 @@ def test_a_replaced_file_is_reopened_and_a_new_board_opened(host, keeper_of, tmp
     keeper = keeper_of()  # every board on disk
     first = keeper.wait_for(r"board=default db=\S+ inode=(\d+) opened")
     assert int(first.group(1)) == db.stat().st_ino
-    # A restore: a copy swapped in (its sidecars removed first), as the README shows.
+    # A restore: a copy swapped in (its sidecars removed first), as docs/reliability.md shows.
     copy = tmp_path / "copy.db"
     source = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)
     target = sqlite3.connect(copy)

@@ -142,7 +142,7 @@ def verify_problems(root: Path, board: str, proc: str = "/proc", now: float | No
     problems = []
     damage = integrity(db)
     if damage:
-        problems.append(describe(db, damage) + ": Hermes refuses it; restore a backup (README: Reliability)")
+        problems.append(describe(db, damage) + ": Hermes refuses it; restore a backup (docs/reliability.md)")
     try:
         owner = db.lstat().st_uid
     except OSError:
