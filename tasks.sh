@@ -11,7 +11,7 @@ want=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
 if [ ! -x "$venv/bin/invoke" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "tasks.sh: installing the toolchain into $venv" >&2
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check --upgrade pip
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -c constraints.txt --upgrade pip
   "$venv/bin/pip" install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
   echo "$want" > "$stamp"
 fi
