@@ -3,6 +3,7 @@ console script of an installed wheel; and the packaging that installs it (extras
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -234,3 +235,15 @@ def test_constraints_pin_the_whole_toolchain():
     assert everything - set(pins) == set()
     # and this toolchain is the pinned one
     assert {n: metadata.version(n) for n in everything} == {n: pins[n] for n in everything}
+
+
+# --- the repository's tasks ---------------------------------------------------------------------
+
+
+def test_every_task_says_what_it_does():
+    """`./tasks.sh --list` (invoke's listing): each task has a one-line description."""
+    listing = _run(Path(sys.executable).parent / "invoke", "-r", REPO, "--list", "--list-format", "json")
+    assert listing.returncode == 0, listing.stderr
+    tasks = {t["name"]: t["help"] for t in json.loads(listing.stdout)["tasks"]}
+    assert {"lint", "pytest", "molecule", "test", "provision", "verify"} <= set(tasks)
+    assert [name for name, text in tasks.items() if not (text or "").strip()] == []
