@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import resource
+import shlex
 import shutil
 import sys
 import tempfile
@@ -225,12 +226,43 @@ def bench(c, quick=False, cards=0, cap=2, versions="", strategies="", docs=True,
         c.run(f"{sys.executable} -m bench{options}", pty=False)
 
 
-@task(help={"limit": "limit the play to these hosts (ansible --limit)", "check": "check mode, with --diff"})
-def provision(c, limit="", check=False):
+def _inventory_options(inventory: str, limit: str) -> str:
+    return (f" -i {shlex.quote(inventory)}" if inventory else "") + (
+        f" --limit {shlex.quote(limit)}" if limit else ""
+    )
+
+
+@task(
+    help={
+        "inventory": "inventory (default: ansible.cfg's, this machine)",
+        "limit": "limit the play to these hosts (ansible --limit)",
+        "tags": "run only the tasks with these tags, comma-separated (ansible --tags)",
+        "check": "check mode, with --diff",
+    }
+)
+def provision(c, inventory="", limit="", tags="", check=False):
     """ansible-playbook site.yml: this machine by default (inventory/hosts.yml)."""
-    options = (f" --limit {limit}" if limit else "") + (" --check --diff" if check else "")
+    options = (
+        _inventory_options(inventory, limit)
+        + (f" --tags {shlex.quote(tags)}" if tags else "")
+        + (" --check --diff" if check else "")
+    )
     with c.cd(str(REPO)):
         c.run(f"{_venv_bin('ansible-playbook')} site.yml{options}")
+
+
+def _play_hosts(c, playbook: str, options: str) -> list[str]:
+    """The hosts a playbook's one play targets, as ansible-playbook --list-hosts resolves them."""
+    listing = c.run(f"{_venv_bin('ansible-playbook')} {playbook}{options} --list-hosts", hide=True).stdout
+    lines = listing.splitlines()
+    start = next(i for i, line in enumerate(lines) if re.fullmatch(r"\s*hosts \(\d+\):", line))
+    return [line.strip() for line in lines[start + 1 :] if line.strip()]
+
+
+def _failure_of(output: str, host: str) -> str:
+    """The play's own words for a host that left no report (its first fatal line), if any."""
+    line = next((line for line in output.splitlines() if line.startswith(f"fatal: [{host}]")), "")
+    return f": {line[:500]}" if line else ""
 
 
 @task(
@@ -248,22 +280,24 @@ def verify(c, inventory="", limit="", hosts="hermes_hosts", json=False):
     sys.path.insert(0, str(REPO / "pacer"))
     from hermes_pacer.verify import render
 
-    options = (f" -i {inventory}" if inventory else "") + (f" --limit {limit}" if limit else "")
+    options = _inventory_options(inventory, limit) + f" -e hermes_pacer_hosts={shlex.quote(hosts)}"
     with tempfile.TemporaryDirectory() as folder, c.cd(str(REPO)):
+        expected = _play_hosts(c, "playbooks/verify.yml", options)
         play = c.run(
             f"{_venv_bin('ansible-playbook')} playbooks/verify.yml{options} "
-            f"-e hermes_pacer_hosts={hosts} -e hermes_pacer_verify_dir={folder}",
+            f"-e hermes_pacer_verify_dir={shlex.quote(folder)}",
             hide=True,
             warn=True,
         )
         reports = {
             Path(f).stem: jsonlib.loads(Path(f).read_text()) for f in sorted(Path(folder).glob("*.json"))
         }
-    for host in re.findall(r"^(\S+)\s+: ok=\d+.*?unreachable=([1-9]\d*|0)\s+failed=(\d+)", play.stdout, re.M):
-        if host[0] not in reports:
-            reports[host[0]] = {
+    # A host the play targets writes its report last: no report, it was unreachable or failed.
+    for host in expected:
+        if host not in reports:
+            reports[host] = {
                 "ok": False,
-                "error": "unreachable or failed: see ansible-playbook playbooks/verify.yml",
+                "error": "unreachable or failed, no report" + _failure_of(play.stdout, host),
             }
     if not reports:
         print(play.stdout[-3000:], play.stderr[-3000:], file=sys.stderr)

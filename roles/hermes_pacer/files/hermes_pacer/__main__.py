@@ -79,6 +79,40 @@ run again to complete it), 2 bad input (nothing created)
 """
 
 
+# The program name a shim runs the package under (its own file name): it picks the subcommand
+# and is the name usage, errors and --version show. Removed from the environment at once, so the
+# hermes calls and workers of a pass never see it.
+PROG_ENV = "HERMES_PACER_PROG"
+PROG = "hermes-pacer"
+
+
+def command_of(name: str) -> str | None:
+    """The subcommand a program name stands for: None (any subcommand) for hermes-pacer, the
+    recipe's for its script names; any other name is the capped pass, as the recipe's cron lines
+    call it."""
+    if name == PROG:
+        return None
+    return next((word for word in ("subminute", "verify", "flow") if word in name), "capped")
+
+
+def _pass_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of a pacing pass (capped and subminute): its settings come from the environment."""
+
+
+def _verify_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="the report as JSON")
+    parser.add_argument("--etc", type=Path, default=Path("/etc"), help="where cron and systemd files are")
+    parser.add_argument("--spool", type=Path, default=Path("/var/spool/cron/crontabs"), help="user crontabs")
+    parser.add_argument(
+        "--home",
+        type=Path,
+        action="append",
+        default=[],
+        help="a Hermes home to check (repeatable). Default: the /root, /home/* and /var/lib/* homes "
+        "holding a kanban.db. The homes of managed pacers and running Hermes processes are always checked.",
+    )
+
+
 def _adopt_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--board", action="append", default=[], help="a managed board slug (repeatable)")
     parser.add_argument(
@@ -109,69 +143,96 @@ def _adopt_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="hermes-pacer",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Pace Hermes Kanban dispatch so a board never has more than MAX_PARALLEL "
-        "live workers at its LLM endpoint.",
-        epilog=ENVIRONMENT,
-    )
-    parser.add_argument("--version", action="version", version=f"hermes-pacer {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
-    parsers = {
-        name: commands.add_parser(
-            name,
-            help=text,
-            description=text,
-            epilog={
-                "verify": None,
-                "adopt-cron": None,
-                "backup": None,
-                "keep-open": None,
-                "flow": FLOW_ENVIRONMENT,
-            }.get(name, ENVIRONMENT),
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-        for name, text in DESCRIPTIONS.items()
-    }
-    check = parsers["verify"]
-    check.add_argument("--json", action="store_true", help="the report as JSON")
-    check.add_argument("--etc", type=Path, default=Path("/etc"), help="where cron and systemd files are")
-    check.add_argument("--spool", type=Path, default=Path("/var/spool/cron/crontabs"), help="user crontabs")
-    check.add_argument(
-        "--home",
-        type=Path,
-        action="append",
-        default=[],
-        help="a Hermes home to check (repeatable). Default: the /root, /home/* and /var/lib/* homes "
-        "holding a kanban.db. The homes of managed pacers and running Hermes processes are always checked.",
-    )
-    _adopt_arguments(parsers["adopt-cron"])
-    flow = parsers["flow"]
-    flow.add_argument(
+def _flow_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "files", type=Path, nargs="+", metavar="FILE", help="flow file (YAML or JSON; - for stdin)"
     )
-    flow.add_argument("--dry-run", action="store_true", help="print the plan, create nothing")
-    flow.add_argument("--check", action="store_true", help="check the files only: no Hermes, no board needed")
-    flow.add_argument("--json", action="store_true", help="the cards as JSON")
-    flow.add_argument(
+    parser.add_argument("--dry-run", action="store_true", help="print the plan, create nothing")
+    parser.add_argument(
+        "--check", action="store_true", help="check the files only: no Hermes, no board needed"
+    )
+    parser.add_argument("--json", action="store_true", help="the cards as JSON")
+    parser.add_argument(
         "--lock-wait",
         type=float,
         default=120.0,
         metavar="SECONDS",
         help="how long to wait for a board's lock",
     )
-    backup = parsers["backup"]
-    backup.add_argument("--dir", type=Path, required=True, help="where the copies go (DIR/<board>/)")
-    backup.add_argument("--keep-days", type=float, default=7.0, help="retention of the copies (default 7)")
-    backup.add_argument("--hermes-root", type=Path, help="the Hermes root (default: as hermes finds it)")
-    keep = parsers["keep-open"]
-    keep.add_argument(
+
+
+def _backup_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dir", type=Path, required=True, help="where the copies go (DIR/<board>/)")
+    parser.add_argument("--keep-days", type=float, default=7.0, help="retention of the copies (default 7)")
+    parser.add_argument("--hermes-root", type=Path, help="the Hermes root (default: as hermes finds it)")
+
+
+def _keep_open_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "--board", action="append", default=[], help="a board slug (repeatable; default: every board on disk)"
     )
-    keep.add_argument("--hermes-root", type=Path, help="the Hermes root (default: as hermes finds it)")
-    args = parser.parse_args(argv)
+    parser.add_argument("--hermes-root", type=Path, help="the Hermes root (default: as hermes finds it)")
+
+
+# Each subcommand: its epilog (the environment it reads) and the function adding its options.
+COMMANDS = {
+    "capped": (ENVIRONMENT, _pass_arguments),
+    "subminute": (ENVIRONMENT, _pass_arguments),
+    "verify": (None, _verify_arguments),
+    "flow": (FLOW_ENVIRONMENT, _flow_arguments),
+    "adopt-cron": (None, _adopt_arguments),
+    "backup": (None, _backup_arguments),
+    "keep-open": (None, _keep_open_arguments),
+}
+
+
+def _version(parser: argparse.ArgumentParser, prog: str) -> None:
+    shown = f"{PROG} {__version__}" if prog == PROG else f"{prog} ({PROG}) {__version__}"
+    parser.add_argument("--version", action="version", version=shown)
+
+
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    """The parser for a program name: every subcommand under hermes-pacer, the one subcommand
+    (as the whole program) under a recipe script's name."""
+    command = command_of(prog)
+    if command is not None:
+        epilog, arguments = COMMANDS[command]
+        parser = argparse.ArgumentParser(
+            prog=prog,
+            description=DESCRIPTIONS[command],
+            epilog=epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        _version(parser, prog)
+        arguments(parser)
+        parser.set_defaults(command=command)
+        return parser
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Pace Hermes Kanban dispatch so a board never has more than MAX_PARALLEL "
+        "live workers at its LLM endpoint.",
+        epilog=ENVIRONMENT,
+    )
+    _version(parser, prog)
+    subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (epilog, arguments) in COMMANDS.items():
+        subcommand = subcommands.add_parser(
+            name,
+            help=DESCRIPTIONS[name],
+            description=DESCRIPTIONS[name],
+            epilog=epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        _version(subcommand, prog)
+        arguments(subcommand)
+    return parser
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """The command line; under a shim, the program is named by HERMES_PACER_PROG."""
+    shim = os.environ.pop(PROG_ENV, "")
+    args = build_parser(prog or shim or PROG).parse_args(argv)
     if args.command == "keep-open":
         env = dict(os.environ)
         return board_keeper.run(args.hermes_root or boards.hermes_root(env), args.board, env)

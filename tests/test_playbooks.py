@@ -1,0 +1,252 @@
+"""The playbooks and the tasks that run them, against this machine with the real ansible-playbook:
+every tag of site.yml alone, verify.yml with the inventory's scripts directory, `./tasks.sh verify`
+with a host that cannot be reached, `./tasks.sh provision` options, and cron adoption's `changed`."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+# Every tag the roles define (`always` aside). A new tag fails the first test until it is listed.
+TAGS = [
+    "adopt",
+    "backups",
+    "boards",
+    "config",
+    "configure",
+    "flows",
+    "hermes_agent",
+    "hermes_pacer",
+    "install",
+    "keeper",
+    "logs",
+    "preflight",
+    "scheduler",
+    "scripts",
+    "smoke",
+]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+        "ANSIBLE_NOCOLOR": "1",
+        "PATH": f"{BIN}:{os.environ['PATH']}",
+        **extra,
+    }
+
+
+def _run(*args, timeout: int = 300, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(a) for a in args],
+        cwd=REPO,
+        env=_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _recap(output: str, host: str = "localhost") -> dict[str, int]:
+    line = re.search(rf"^{re.escape(host)}\s+:(.*)$", output.split("PLAY RECAP", 1)[1], re.M)[1]
+    return {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", line)}
+
+
+def test_every_tag_is_listed():
+    listing = _run("ansible-playbook", "site.yml", "--list-tags")
+    assert listing.returncode == 0, listing.stderr
+    tags = re.search(r"TASK TAGS: \[(.*)\]", listing.stdout)[1].split(", ")
+    assert sorted(set(tags) - {"always"}) == TAGS
+
+
+@pytest.mark.parametrize("tag", TAGS)
+def test_each_tag_runs_alone(tag):
+    """A tag alone, in check mode on this machine: the facts its tasks read (the preflights' and
+    discovery's) are there, nothing is undefined, nothing fails."""
+    play = _run("ansible-playbook", "site.yml", "--tags", tag, "--check")
+    assert play.returncode == 0, play.stdout[-3000:] + play.stderr[-2000:]
+    assert "is undefined" not in play.stdout
+    assert _recap(play.stdout)["failed"] == 0
+
+
+def _stub_scripts(folder: Path, report: dict) -> Path:
+    folder.mkdir(parents=True)
+    stub = folder / "hermes-pacer-verify.sh"
+    stub.write_text(f"#!/bin/sh\ncat <<'EOF'\n{json.dumps(report)}\nEOF\n")
+    stub.chmod(0o755)
+    return folder
+
+
+def test_verify_reads_the_scripts_dir_of_the_inventory(tmp_path):
+    scripts = _stub_scripts(tmp_path / "elsewhere", {"ok": True, "from": "the stub"})
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(
+        json.dumps(
+            {
+                "hermes_hosts": {
+                    "hosts": {
+                        "localhost": {
+                            "ansible_connection": "local",
+                            "ansible_python_interpreter": "/usr/bin/python3",
+                        }
+                    },
+                    "vars": {"hermes_pacer_scripts_dir": str(scripts)},
+                }
+            }
+        )
+    )
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    play = _run(
+        "ansible-playbook",
+        "playbooks/verify.yml",
+        "-i",
+        inventory,
+        "-e",
+        f"hermes_pacer_verify_dir={reports}",
+    )
+    assert play.returncode == 0, play.stdout[-3000:]
+    assert json.loads((reports / "localhost.json").read_text()) == {"ok": True, "from": "the stub"}
+
+
+def test_tasks_verify_reports_every_host_of_the_inventory(tmp_path):
+    """One host verified, one whose scripts are not there, one that cannot be reached: three reports,
+    and the task fails."""
+    scripts = _stub_scripts(tmp_path / "scripts", {"ok": True, "from": "the stub"})
+    local = {"ansible_connection": "local", "ansible_python_interpreter": "/usr/bin/python3"}
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(
+        json.dumps(
+            {
+                "hermes_hosts": {
+                    "hosts": {
+                        "localhost": {**local, "hermes_pacer_scripts_dir": str(scripts)},
+                        "bare": {**local, "hermes_pacer_scripts_dir": str(tmp_path / "none")},
+                        "down": {"ansible_host": "127.0.0.1", "ansible_port": 1, "ansible_connection": "ssh"},
+                    }
+                }
+            }
+        )
+    )
+    run = _run(BIN / "invoke", "verify", "--inventory", inventory, "--json")
+    assert run.returncode == 1, run.stderr
+    reports = json.loads(run.stdout)
+    assert sorted(reports) == ["bare", "down", "localhost"]
+    assert reports["localhost"] == {"ok": True, "from": "the stub"}
+    assert reports["bare"] == {"ok": False, "error": "hermes-pacer is not installed here: run site.yml"}
+    assert reports["down"]["ok"] is False
+    assert reports["down"]["error"].startswith(
+        "unreachable or failed, no report: fatal: [down]: UNREACHABLE!"
+    )
+
+    limited = _run(BIN / "invoke", "verify", "--inventory", inventory, "--limit", "localhost", "--json")
+    assert limited.returncode == 0, limited.stderr
+    assert sorted(json.loads(limited.stdout)) == ["localhost"]
+
+
+def test_tasks_provision_takes_an_inventory_tags_and_check(tmp_path):
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(
+        json.dumps(
+            {
+                "hermes_hosts": {
+                    "hosts": {
+                        "this-machine": {
+                            "ansible_connection": "local",
+                            "ansible_python_interpreter": "/usr/bin/python3",
+                        }
+                    }
+                }
+            }
+        )
+    )
+    run = _run(BIN / "invoke", "provision", "--inventory", inventory, "--tags", "preflight", "--check")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert _recap(run.stdout, "this-machine")["failed"] == 0
+    assert "TASK [hermes_pacer : Check the scheduler]" in run.stdout
+    assert "Install the dispatch scripts" not in run.stdout  # --tags preflight: no other task
+
+
+# --- cron adoption through the role's task file --------------------------------------------------
+
+
+@pytest.fixture
+def adoption(tmp_path):
+    """The role's adopt.yml, run by a play on this machine against a private /etc and spool: its
+    hermes-pacer is the checkout's, told where those are."""
+    etc, spool = tmp_path / "etc", tmp_path / "spool"
+    (etc / "cron.d").mkdir(parents=True)
+    spool.mkdir()
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    shim = scripts / "hermes-pacer"
+    shim.write_text(f'#!/bin/sh\nexec {REPO / "scripts" / "hermes-pacer"} "$@" --etc {etc} --spool {spool}\n')
+    shim.chmod(0o755)
+    home = tmp_path / "home"
+    crontab = etc / "cron.d" / "hand-made"
+    crontab.write_text(f"HOME={home}\n* * * * * root hermes kanban dispatch\n")
+    playbook = tmp_path / "adopt.yml"
+    playbook.write_text(
+        json.dumps(
+            [
+                {
+                    "name": "Adopt",
+                    "hosts": "localhost",
+                    "gather_facts": False,
+                    "vars": {
+                        "ansible_python_interpreter": "/usr/bin/python3",
+                        "hermes_pacer_scripts_dir": str(scripts),
+                        "hermes_pacer_user_home": str(home),
+                        "hermes_pacer_backup_dir": str(tmp_path / "backups"),
+                    },
+                    "tasks": [
+                        {
+                            "name": "Adopt",
+                            "ansible.builtin.include_role": {"name": "hermes_pacer", "tasks_from": "adopt"},
+                        }
+                    ],
+                }
+            ]
+        )
+    )
+
+    def play(adopt: bool) -> dict[str, int]:
+        run = _run(
+            "ansible-playbook",
+            "-i",
+            "localhost,",
+            "-c",
+            "local",
+            playbook,
+            "-e",
+            json.dumps({"hermes_pacer_adopt_cron": adopt}),
+            ANSIBLE_ROLES_PATH=str(REPO / "roles"),
+        )
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+        return _recap(run.stdout)
+
+    play.crontab = crontab
+    return play
+
+
+def test_adoption_is_changed_once_then_never(adoption):
+    assert adoption(True)["changed"] == 1
+    assert "# removed by hermes-pacer" in adoption.crontab.read_text()
+    assert adoption(True)["changed"] == 0
+
+
+def test_adoption_turned_off_only_reports(adoption):
+    before = adoption.crontab.read_text()
+    assert adoption(False)["changed"] == 0
+    assert adoption(False)["changed"] == 0
+    assert adoption.crontab.read_text() == before
