@@ -148,6 +148,14 @@ def main(argv: list[str] | None = None) -> int:
         "holding a kanban.db. The homes of managed pacers and running Hermes processes are always checked.",
     )
     _adopt_arguments(parsers["adopt-cron"])
+    for name in ("capped", "subminute"):
+        parsers[name].add_argument(
+            "--settings",
+            type=Path,
+            metavar="FILE",
+            help="settings file of KEY=value lines (the role's /etc/hermes-pacer/<board>.env; "
+            "default: PACER_SETTINGS_FILE); the environment overrides it",
+        )
     flow = parsers["flow"]
     flow.add_argument(
         "files", type=Path, nargs="+", metavar="FILE", help="flow file (YAML or JSON; - for stdin)"
@@ -188,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if report["ok"] else 1
     env = dict(os.environ)
     try:
+        env = settings.environment(env, args.settings)
         config = settings.load(env)
     except settings.SettingError as exc:
         print(f"hermes-pacer: {exc}", file=sys.stderr)
