@@ -160,3 +160,18 @@ def test_a_percent_ends_the_command():
 def test_a_bom_and_crlf_line_ends_are_read():
     found = _one("\ufeffBOARD=ops\r\n* * * * * /s/hermes-kanban-dispatch-capped.sh\r\n")
     assert found.board == "ops"
+
+
+# --- the role's own form: the board is in the settings file ----------------------------------------
+
+
+def test_a_script_given_a_settings_file_dispatches_the_files_board(tmp_path):
+    settings = tmp_path / "ops.env"
+    settings.write_text("BOARD=ops\nMAX_PARALLEL=1\n")
+    script = "/opt/hermes/scripts/hermes-kanban-dispatch-subminute.sh"
+    assert _one(f"* * * * * {script} --settings {settings} >> /l 2>&1").board == "ops"
+    assert _one(f"* * * * * {script} --settings={settings}").board == "ops"
+    # The environment overrides the file, as in the pass.
+    assert _one(f"* * * * * BOARD=web {script} --settings {settings}").board == "web"
+    # A file that cannot be read: its name says the board the role wrote it for.
+    assert _one(f"* * * * * {script} --settings {tmp_path}/gone.env").board == "gone"

@@ -10,26 +10,44 @@ import time
 
 import pytest
 from hermes_host import CAPPED, REPO
+from hermes_pacer import host
 
 pytestmark = pytest.mark.hermes
 VERIFY = REPO / "scripts" / "hermes-pacer-verify.sh"
+
+
+def managed_cron_pacer(etc, env: dict[str, str], log, user: str) -> None:
+    """What the role leaves for a cron pacer: the board's settings file and its line in the
+    managed cron file, as templates/pacer.env.j2 and cron.j2 write them (tests/test_host_contract)."""
+    board = env["BOARD"]
+    script = REPO / "scripts" / host.SUBMINUTE_SCRIPT
+    path = host.settings_file(board, host.settings_dir(etc))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keys = ("HOME", "HERMES_BIN", "PACER_LOCK_DIR", "BOARD", "MAX_PARALLEL")
+    values = {key: env[key] for key in keys} | {
+        "RUNS_PER_MINUTE": "12",
+        "HERMES_TIMEOUT": "60",
+        "PACER_HOUSEKEEPING_SECONDS": "60",
+        "PACER_SCHEDULER": "cron",
+        "PACER_USER": user,
+        "PACER_SCRIPT": str(script),
+        "PACER_LOG_FILE": str(log),
+    }
+    path.write_text("".join(f"{key}={value}\n" for key, value in values.items()))
+    cron = host.cron_file(etc)
+    cron.parent.mkdir(parents=True, exist_ok=True)
+    with open(cron, "a") as out:
+        out.write(f"* * * * * {user} {script} --settings {path} >> {log} 2>&1\n")
 
 
 @pytest.fixture
 def paced(paced_host, tmp_path):
     """The test home with a managed cron pacer in a private /etc, and one logged pass."""
     etc = tmp_path / "etc"
-    (etc / "cron.d").mkdir(parents=True)
     log = paced_host.home / "log" / "kanban-dispatch-default.log"
     log.parent.mkdir()
     env = paced_host.pacer_env(BOARD="default", MAX_PARALLEL="2")
-    line = " ".join(
-        f"{k}={env[k]}" for k in ("HOME", "HERMES_BIN", "PACER_LOCK_DIR", "BOARD", "MAX_PARALLEL")
-    )
-    script = REPO / "scripts" / "hermes-kanban-dispatch-subminute.sh"
-    (etc / "cron.d" / "hermes-pacer").write_text(
-        f"* * * * * root {line} RUNS_PER_MINUTE=12 {script} >> {log} 2>&1\n"
-    )
+    managed_cron_pacer(etc, env, log, "root")
     with open(log, "w") as out:
         subprocess.run([str(CAPPED)], env=env, stdout=out, check=True)
     paced_host.etc = etc
@@ -137,7 +155,8 @@ def test_a_hand_made_crontab_line_is_a_second_path(paced):
 
 def test_no_pacer_while_cards_are_ready_fails(paced):
     paced.create_cards(2)
-    (paced.etc / "cron.d" / "hermes-pacer").write_text("")
+    host.cron_file(paced.etc).write_text("")
+    host.settings_file("default", host.settings_dir(paced.etc)).unlink()
     code, report, text = _verify(paced)
     assert code == 1
     board = _board(report)

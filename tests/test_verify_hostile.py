@@ -17,6 +17,7 @@ import time
 import pytest
 from hermes_host import CAPPED, REPO
 from hermes_pacer import paths, verify
+from test_verify import managed_cron_pacer
 
 VERIFY = REPO / "scripts" / "hermes-pacer-verify.sh"
 NOBODY = 65534
@@ -111,18 +112,11 @@ def paced(paced_host, tmp_path):
     """The test home with a managed cron pacer in a private /etc and one logged pass; its log
     directory belongs to nobody, as the Hermes user's does."""
     etc = tmp_path / "etc"
-    (etc / "cron.d").mkdir(parents=True)
     log_dir = paced_host.home / "log"
     log_dir.mkdir()
     log = log_dir / "kanban-dispatch-default.log"
     env = paced_host.pacer_env(BOARD="default", MAX_PARALLEL="2")
-    line = " ".join(
-        f"{k}={env[k]}" for k in ("HOME", "HERMES_BIN", "PACER_LOCK_DIR", "BOARD", "MAX_PARALLEL")
-    )
-    script = REPO / "scripts" / "hermes-kanban-dispatch-subminute.sh"
-    (etc / "cron.d" / "hermes-pacer").write_text(
-        f"* * * * * nobody {line} RUNS_PER_MINUTE=12 {script} >> {log} 2>&1\n"
-    )
+    managed_cron_pacer(etc, env, log, "nobody")
     with open(log, "w") as out:
         subprocess.run([str(CAPPED)], env=env, stdout=out, check=True)
     _nobodys(log_dir)
@@ -336,8 +330,8 @@ def _journal(tmp_path, monkeypatch, body: str) -> paths.Pacer:
     journalctl.write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/argv\n{body}\n')
     journalctl.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
-    unit = "User=hermes\nEnvironment=BOARD=ops\nSyslogIdentifier=hermes-pacer-ops\nStandardOutput=journal\n"
-    return paths.Pacer("ops", "systemd", paths.unit_env(unit), "hermes-pacer-ops.timer")
+    values = {"BOARD": "ops", "PACER_USER": "hermes", "PACER_JOURNAL_ID": "hermes-pacer-ops"}
+    return paths.Pacer("ops", "systemd", values, "/etc/hermes-pacer/ops.env")
 
 
 def test_a_systemd_pacer_is_read_from_its_journal_identifier(tmp_path, monkeypatch):

@@ -17,6 +17,7 @@ SCRIPTS = "/opt/hermes/scripts"
 LOG_DIR = "/var/log/hermes"
 LOCK_DIR = "/run/lock/hermes-pacer"
 FAKE_LLM = "/opt/hermes-pacer-tests/fake_llm.py"
+SETTINGS_DIR = "/etc/hermes-pacer"
 
 
 HERMES_BINS = ("/opt/hermes/venv/bin/hermes", "/usr/local/bin/hermes")
@@ -105,6 +106,15 @@ def pace_and_measure(host, boards: list[dict], count: int = 4, timeout: float = 
         assert peak == board["cap"], (
             f"board {board['name']}: peak {peak} requests in flight, cap {board['cap']}"
         )
+
+
+def board_settings(host, board: str) -> dict[str, str]:
+    """The settings file of a board: root's, readable by all, KEY=value lines (host.py's contract)."""
+    settings = host.file(f"{SETTINGS_DIR}/{board}.env")
+    assert settings.user == "root" and settings.group == "root" and settings.mode == 0o644
+    assert host.file(SETTINGS_DIR).user == "root" and host.file(SETTINGS_DIR).mode == 0o755
+    lines = [line for line in settings.content_string.splitlines() if line and not line.startswith("#")]
+    return dict(line.split("=", 1) for line in lines)
 
 
 def check_installed(host) -> None:

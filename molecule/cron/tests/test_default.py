@@ -10,6 +10,8 @@ from paced_host import (
     LOCK_DIR,
     LOG_DIR,
     SCRIPTS,
+    SETTINGS_DIR,
+    board_settings,
     check_gateway_dispatch_off,
     check_installed,
     check_verify,
@@ -32,9 +34,16 @@ def test_the_cron_file_runs_the_sub_minute_loop_as_hermes(host):
     cron = host.file("/etc/cron.d/hermes-pacer")
     assert cron.user == "root" and cron.mode == 0o644
     line = next(line for line in cron.content_string.splitlines() if line.startswith("* * * * *"))
-    assert " hermes " in line and "BOARD=default" in line and "MAX_PARALLEL=2" in line
-    assert "HERMES_BIN=/opt/hermes/venv/bin/hermes" in line
-    assert line.split(">>")[0].strip().endswith("/opt/hermes/scripts/hermes-kanban-dispatch-subminute.sh")
+    assert line.split() == [
+        *("*", "*", "*", "*", "*", "hermes"),
+        f"{SCRIPTS}/hermes-kanban-dispatch-subminute.sh",
+        *("--settings", f"{SETTINGS_DIR}/default.env"),
+        *(">>", f"{LOG_DIR}/kanban-dispatch-default.log", "2>&1"),
+    ]
+    settings = board_settings(host, "default")
+    assert settings["BOARD"] == "default" and settings["MAX_PARALLEL"] == "2"
+    assert settings["HERMES_BIN"] == "/opt/hermes/venv/bin/hermes" and settings["PACER_SCHEDULER"] == "cron"
+    assert settings["PACER_LOG_FILE"] == f"{LOG_DIR}/kanban-dispatch-default.log"
     assert host.service("cron").is_running
 
 
@@ -156,6 +165,7 @@ def test_uninstall_removes_what_the_roles_installed_and_nothing_else(host):
     assert playbook.returncode == 0, playbook.stdout[-3000:] + playbook.stderr[-2000:]
     for gone in (
         "/etc/cron.d/hermes-pacer",
+        f"{SETTINGS_DIR}/default.env",
         "/etc/logrotate.d/hermes-pacer",
         "/etc/tmpfiles.d/hermes-pacer.conf",
         f"{SCRIPTS}/hermes-kanban-dispatch-capped.sh",

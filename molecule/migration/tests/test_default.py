@@ -1,15 +1,14 @@
 """migration scenario: a host of the manual recipe converges to exactly one managed path."""
 
 import yaml
-from paced_host import HERMES_HOME, as_hermes, check_installed, check_verify, pace_and_measure
+from paced_host import HERMES_HOME, as_hermes, board_settings, check_installed, check_verify, pace_and_measure
 
 ROOT_CONFIG = f"{HERMES_HOME}/.hermes/config.yaml"
 
 
 def test_hermes_installed_by_hand_is_left_as_it_is(host):
     assert not host.file("/opt/hermes/venv").exists
-    unit = host.file("/etc/systemd/system/hermes-pacer-default.service").content_string
-    assert "HERMES_BIN=/usr/local/bin/hermes" in unit
+    assert board_settings(host, "default")["HERMES_BIN"] == "/usr/local/bin/hermes"
 
 
 def test_installed_over_the_recipe(host):

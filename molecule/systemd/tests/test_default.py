@@ -13,7 +13,9 @@ from paced_host import (
     HERMES_USER,
     LOG_DIR,
     SCRIPTS,
+    SETTINGS_DIR,
     as_hermes,
+    board_settings,
     burst_rounds,
     check_gateway_dispatch_off,
     check_installed,
@@ -52,7 +54,13 @@ def test_one_timer_per_board(host):
         timer = host.service(f"hermes-pacer-{board['name']}.timer")
         assert timer.is_enabled and timer.is_running
         unit = host.file(f"/etc/systemd/system/hermes-pacer-{board['name']}.service").content_string
-        assert f"MAX_PARALLEL={board['cap']}" in unit and f"BOARD={board['name']}" in unit
+        lines = unit.splitlines()
+        assert f"EnvironmentFile={SETTINGS_DIR}/{board['name']}.env" in lines
+        assert not any(line.startswith("Environment=") for line in lines), "settings go in the file"
+        settings = board_settings(host, board["name"])
+        assert settings["MAX_PARALLEL"] == str(board["cap"]) and settings["BOARD"] == board["name"]
+        assert settings["PACER_SCHEDULER"] == "systemd"
+        assert settings["PACER_JOURNAL_ID"] == f"hermes-pacer-{board['name']}"
 
 
 def test_the_flow_is_on_its_board_with_its_parents(host):

@@ -96,7 +96,14 @@ def command_of(name: str) -> str | None:
 
 
 def _pass_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of a pacing pass (capped and subminute): its settings come from the environment."""
+    """Options of a pacing pass (capped and subminute): a settings file, which the environment overrides."""
+    parser.add_argument(
+        "--settings",
+        type=Path,
+        metavar="FILE",
+        help="settings file of KEY=value lines (the role's /etc/hermes-pacer/<board>.env; "
+        "default: PACER_SETTINGS_FILE); the environment overrides it",
+    )
 
 
 def _verify_arguments(parser: argparse.ArgumentParser) -> None:
@@ -249,6 +256,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         return 0 if report["ok"] else 1
     env = dict(os.environ)
     try:
+        env = settings.environment(env, args.settings)
         config = settings.load(env)
     except settings.SettingError as exc:
         print(f"hermes-pacer: {exc}", file=sys.stderr)

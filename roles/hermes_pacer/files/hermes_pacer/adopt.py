@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import cronrules, paths, safefile
+from . import cronrules, host, paths, safefile
 
 SYSTEM_SPOOL = Path("/var/spool/cron/crontabs")
 NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -168,7 +168,7 @@ def run(
     etc: Path = Path("/etc"),
     spool: Path = SYSTEM_SPOOL,
 ) -> dict:
-    wanted = {cronrules.normalise_slug(board)[0] for board in boards}
+    wanted = {host.normalise_slug(board)[0] for board in boards}
     home_names = [os.path.normpath(home) for home in homes]
     managed = {os.path.normpath(path) for path in managed_files}
     report: dict = {"changed": False, "adopted": [], "left": [], "refused": []}
@@ -202,9 +202,9 @@ def command(args) -> int:
     if not args.board or not args.home:
         print("hermes-pacer adopt-cron: --board and --home are required (each repeatable)", file=sys.stderr)
         return 2
-    bad = [b for b in args.board if cronrules.normalise_slug(b)[1]]
+    bad = [b for b in args.board if host.normalise_slug(b)[1]]
     if bad:
-        why = cronrules.normalise_slug(bad[0])[1]
+        why = host.normalise_slug(bad[0])[1]
         print(f"hermes-pacer adopt-cron: --board {bad[0]!r}: {why}", file=sys.stderr)
         return 2
     try:

@@ -10,16 +10,15 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import re
 import sqlite3
 import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import hermes_config
+from . import hermes_config, host
 
-DEFAULT_BOARD = "default"
+DEFAULT_BOARD = host.DEFAULT_BOARD
 
 
 class BoardUnreadable(RuntimeError):
@@ -51,7 +50,7 @@ def current_board(root: Path, env: dict[str, str]) -> str:
         candidates.append(_read_small_file(root / "kanban" / "current", 4096))
     for raw in candidates:
         slug = raw.strip().lower()
-        if slug and re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,63}", slug) and db_path(root, slug, {}).exists():
+        if slug and host.SLUG.match(slug) and db_path(root, slug, {}).exists():
             return slug
     return DEFAULT_BOARD
 

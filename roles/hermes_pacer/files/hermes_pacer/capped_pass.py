@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from . import board as boards
-from . import board_health, capacity, locking, workers
+from . import board_health, capacity, host, locking, workers
 from .hermes import Hermes, HermesFailed, Stopped, StopSignals
 from .settings import Settings
 
@@ -68,7 +68,7 @@ def _pass(settings: Settings, env: dict[str, str], stop: StopSignals | None, rec
         _warn(record, "native_cap_set:" + ",".join(f"{k}:{v}" for k, v in sorted(caps.items())))
     try:
         locking.ensure_dir(settings.lock_dir)
-        lock_fd = locking.try_lock(settings.lock_dir / f"board-{board}.lock")
+        lock_fd = locking.try_lock(host.pass_lock(settings.lock_dir, board))
     except (locking.LockDirUnsafe, OSError) as exc:
         record.update(reason="lock_unavailable", error=str(exc))
         return 1
@@ -88,7 +88,7 @@ def _locked_pass(
     board = hermes.board
     db = boards.db_path(root, board, env)
     cap = settings.max_parallel
-    stamp = settings.lock_dir / f"board-{board}.checked"
+    stamp = host.integrity_stamp(settings.lock_dir, board)
     problem = board_health.periodic_check(db, stamp, settings.integrity_check_seconds)
     if problem:
         record.update(reason="board_corrupt", error=board_health.describe(db, problem))

@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import board as boards
+from . import host, settings
+from .host import SCRIPT_NAMES, normalise_slug
 
-SCRIPT_NAMES = ("hermes-kanban-dispatch-capped.sh", "hermes-kanban-dispatch-subminute.sh")
 SHIM_NAME = "hermes-pacer"
 SHIM_DISPATCH = ("capped", "subminute")
-SLUG = re.compile(r"^[a-z0-9][a-z0-9\-_]{0,63}$")  # hermes_cli.kanban_db._BOARD_SLUG_RE
 ASSIGNMENT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$", re.S)
 SCHEDULE_WORDS = ("@reboot", "@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
 SEPARATORS = {";", "&&", "||", "|", "&", "|&", ";;", "(", ")", "\n"}
@@ -73,19 +73,6 @@ class CronLine:
     user: str  # the user it runs as ("" when unknown)
     command: str
     env: dict[str, str] = field(default_factory=dict)  # the crontab's env lines above it
-
-
-def normalise_slug(raw: str) -> tuple[str, str]:
-    """(slug, why refused) as Hermes normalises a board slug; an empty slug is `default`."""
-    slug = raw.strip().lower()
-    if not slug:
-        return boards.DEFAULT_BOARD, ""
-    if not SLUG.match(slug):
-        return raw, (
-            f"board slug {raw!r} is refused by Hermes: 1-64 lowercase letters, digits, '-' or '_', "
-            "not starting with '-' or '_'"
-        )
-    return slug, ""
 
 
 def _env_line(stripped: str) -> tuple[str, str] | None:
@@ -345,11 +332,33 @@ def _home(env: dict[str, str], user: str) -> str:
     return os.path.normpath(boards.hermes_root(full))
 
 
+def settings_option(argv: list[str]) -> str:
+    """The settings file a pacing script is given (`--settings FILE`), "" when none."""
+    for index, arg in enumerate(argv):
+        if arg == host.SETTINGS_OPTION and index + 1 < len(argv):
+            return argv[index + 1]
+        if arg.startswith(host.SETTINGS_OPTION + "="):
+            return arg.split("=", 1)[1]
+    return ""
+
+
+def _settings_board(argv: list[str]) -> str:
+    """BOARD of the script's settings file, as the pass reads it (its name when it cannot be read)."""
+    path = settings_option(argv)
+    if not path:
+        return ""
+    try:
+        return settings.read_file(path).get("BOARD", "")
+    except settings.SettingError:
+        return host.board_of_settings_file(Path(path))
+
+
 def _dispatch_of(argv: list[str], env: dict[str, str], user: str) -> Dispatch | None:
     name = os.path.basename(argv[0])
     if name in SCRIPT_NAMES or (name == SHIM_NAME and argv[1:2] and argv[1] in SHIM_DISPATCH):
-        # The recipe's scripts read BOARD first, then the board Hermes calls current.
-        raw = env.get("BOARD", "").strip() or env.get("HERMES_KANBAN_BOARD", "")
+        # The recipe's scripts read BOARD first (the environment, then their settings file), then
+        # the board Hermes calls current.
+        raw = env.get("BOARD", "").strip() or _settings_board(argv) or env.get("HERMES_KANBAN_BOARD", "")
         slug, refused = normalise_slug(raw)
         return Dispatch(
             slug, _home(env, user), "", name if name != SHIM_NAME else f"{name} {argv[1]}", refused

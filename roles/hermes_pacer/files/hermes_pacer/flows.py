@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import board as boards
-from . import flowspec, locking, settings
+from . import flowspec, host, locking, settings
 from .flowspec import Flow, FlowError, Step
 from .hermes import Hermes, HermesFailed
 from .settings import Settings
@@ -98,7 +98,7 @@ def board_lock(settings: Settings, board: str, wait: float) -> Iterator[None]:
         locking.ensure_dir(settings.lock_dir)
     except locking.LockDirUnsafe as exc:
         raise FlowFailed(str(exc)) from exc
-    path = settings.lock_dir / f"board-{board}.lock"
+    path = host.pass_lock(settings.lock_dir, board)
     deadline = time.monotonic() + wait
     while True:
         try:

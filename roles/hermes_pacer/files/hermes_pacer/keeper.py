@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import board as boards
-from . import board_backup, settings
+from . import board_backup, host
 from .hermes import StopSignals
 
 POLL_SECONDS = 2.0
@@ -123,7 +123,7 @@ class Keeper:
 
 
 def run(root: Path, slugs: list[str], env: dict[str, str], poll: float = POLL_SECONDS) -> int:
-    bad = [slug for slug in slugs if not settings.BOARD_SLUG.match(slug)]
+    bad = [slug for slug in slugs if not host.SLUG.match(slug)]
     if bad:
         print(f"hermes-pacer keep-open: not a board slug: {', '.join(bad)}", file=sys.stderr)
         return 2
@@ -146,14 +146,12 @@ def run(root: Path, slugs: list[str], env: dict[str, str], poll: float = POLL_SE
 
 # --- verify: is a keeper holding the board? ------------------------------------------------------
 
-KEEPER_UNIT = "systemd/system/hermes-pacer-keeper.service"
-
 
 def enabled(etc: Path) -> bool:
     """The role installed a keeper: its unit, or a `keep-open` line in a managed cron file."""
-    if (etc / KEEPER_UNIT).is_file():
+    if (host.systemd_dir(etc) / host.KEEPER_UNIT).is_file():
         return True
-    for cron in sorted((etc / "cron.d").glob("hermes-pacer*")):
+    for cron in sorted(host.cron_file(etc).parent.glob(f"{host.CRON_FILE.name}*")):
         with contextlib.suppress(OSError, UnicodeDecodeError):
             lines = cron.read_text(encoding="utf-8").splitlines()[:1000]
             if any(" keep-open" in line and not line.lstrip().startswith("#") for line in lines):

@@ -18,27 +18,27 @@ import os
 import re
 import shlex
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import board as boards
-from . import cronrules, hermes_config, safefile
+from . import cronrules, hermes_config, host, safefile, settings
 
 # A prompt of a Hermes cron job is text for an agent, not a command: any mention counts.
 PROMPT_DISPATCH = re.compile(r"hermes-kanban-dispatch-|hermes\S*\s+kanban\s+(?:.*\s)?(?:dispatch|daemon)\b")
-MANAGED_CRON = "cron.d/hermes-pacer"
 PROC_LIMIT = 256 * 1024  # a command line or an environment is far smaller (ARG_MAX is 2 MiB)
 
 
 @dataclass
 class Pacer:
-    """The managed pacer of one board of one Hermes home, as its scheduler runs it."""
+    """The managed pacer of one board of one Hermes home, as its settings file says."""
 
     board: str
     scheduler: str  # systemd | cron
-    env: dict[str, str]
-    source: str
+    env: dict[str, str]  # the settings file (host.SETTINGS_KEYS)
+    source: str  # the settings file
     active: bool = True
+    problem: str = ""  # its scheduler does not run it as the file says (with the fix)
 
     @property
     def root(self) -> str:
@@ -91,66 +91,139 @@ def _read(path: Path, refused: list[str]) -> str | None:
         return None
 
 
-def managed_cron(etc: Path, refused: list[str] | None = None) -> list[Pacer]:
-    found: list[Pacer] = []
-    path = etc / MANAGED_CRON
-    text = _read(path, refused if refused is not None else [])
-    if text is None:
-        return found
-    for line in cronrules.lines(text, None):
+@dataclass
+class Managed:
+    """What the role installed: a pacer per settings file, and what is wrong with them."""
+
+    pacers: list[Pacer] = field(default_factory=list)
+    # Scheduler entries of the role that run no settings file (a host converged by an older
+    # version): they still dispatch, so they are paths of their boards.
+    orphans: list[DispatchPath] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # each fixed by running site.yml
+
+
+RUN_SITE = "run site.yml"
+
+
+@dataclass
+class _Entry:
+    """One scheduler entry of the role: a pacing unit or a line of the managed cron file."""
+
+    board: str
+    settings: str  # the settings file it names, "" when none
+    detail: str
+    root: str = ""
+
+
+def _cron_entries(etc: Path, refused: list[str]) -> list[_Entry]:
+    path = host.cron_file(etc)
+    text = _read(path, refused)
+    found = []
+    for line in cronrules.lines(text or "", None):
         for argv, env in cronrules.commands(line):
-            if os.path.basename(argv[0]) not in cronrules.SCRIPT_NAMES:
+            if os.path.basename(argv[0]) not in host.SCRIPT_NAMES:
                 continue
-            env = {k: v for k, v in env.items() if not k.startswith("__")}
-            env["PACER_USER"] = line.user
-            env["PACER_SCRIPT"] = argv[0]
-            log = line.command.partition(">>")[2].split()
-            if log:
-                env["PACER_LOG_FILE"] = log[0]
-            found.append(Pacer(env.get("BOARD", boards.DEFAULT_BOARD), "cron", env, str(path)))
+            dispatch = cronrules.command_dispatches(shlex.join(argv), line.user, env)
+            board = dispatch[0].board if dispatch else boards.DEFAULT_BOARD
+            root = dispatch[0].home if dispatch else ""
+            found.append(_Entry(board, cronrules.settings_option(argv), f"{path}: {line.text.strip()}", root))
     return found
 
 
-def unit_env(text: str) -> dict[str, str]:
-    """The settings of a pacing unit verify needs, by the names the pass uses."""
-    env: dict[str, str] = {}
+def _unit_entries(etc: Path, refused: list[str]) -> list[_Entry]:
+    found = []
+    for unit in sorted(host.systemd_dir(etc).glob(host.unit_name("*"))):
+        if unit.name == host.KEEPER_UNIT:
+            continue
+        text = _read(unit, refused)
+        if text is None:
+            continue
+        named = [line.partition("=") for line in text.splitlines()]
+        files = [value.lstrip("-") for key, _, value in named if key == "EnvironmentFile"]
+        found.append(_Entry(host.board_of_unit(unit.name), files[0] if files else "", str(unit)))
+    return found
+
+
+def _check_scheduler(pacer: Pacer, path: Path, units: list[_Entry], cron: list[_Entry], etc: Path) -> None:
+    """Whether the scheduler the file names really runs that file (a plain presence check)."""
+    if pacer.scheduler == "systemd":
+        unit = host.systemd_dir(etc) / host.unit_name(pacer.board)
+        if not any(e.detail == str(unit) and e.settings == str(path) for e in units):
+            pacer.problem = f"{unit} does not run {path} (no EnvironmentFile={path}): {RUN_SITE}"
+        elif not pacer.active:
+            pacer.problem = f"its timer {host.timer_name(pacer.board)} is not active: {RUN_SITE}"
+    elif pacer.scheduler == "cron":
+        if not any(e.settings == str(path) for e in cron):
+            cron_file = host.cron_file(etc)
+            pacer.problem = f"no line of {cron_file} runs {host.SETTINGS_OPTION} {path}: {RUN_SITE}"
+    else:
+        pacer.problem = (
+            f"{path}: PACER_SCHEDULER={pacer.scheduler!r} is invalid: expected "
+            f"{' or '.join(host.SCHEDULERS)}; {RUN_SITE}"
+        )
+
+
+def _pacer_of(path: Path, env: dict[str, str], etc: Path, systemd_running: bool) -> Pacer:
+    board = env.get("BOARD") or host.board_of_settings_file(path)
+    scheduler = env.get("PACER_SCHEDULER", "")
+    active = True
+    if scheduler == "systemd":
+        timer = host.systemd_dir(etc) / host.timer_name(board)
+        active = safefile.exists(timer) and (not systemd_running or _unit_active(timer.name))
+    return Pacer(board, scheduler, env, str(path), active=active)
+
+
+def managed(etc: Path, systemd_running: bool, refused: list[str] | None = None) -> Managed:
+    """The managed pacers: one per settings file (host.settings_dir), each checked against the
+    scheduler entry that should run it; and the role's entries that run no settings file."""
+    refused = refused if refused is not None else []
+    found = Managed()
+    units, cron = _unit_entries(etc, refused), _cron_entries(etc, refused)
+    files = {str(p): p for p in sorted(host.settings_dir(etc).glob(f"*{host.SETTINGS_SUFFIX}"))}
+    # A settings file the role wrote elsewhere (hermes_pacer_settings_dir) is named by its entry.
+    files.update({e.settings: Path(e.settings) for e in units + cron if os.path.isabs(e.settings)})
+    read: set[str] = set()
+    for name, path in sorted(files.items()):
+        try:
+            env = settings.read_file(path)
+        except settings.SettingError as exc:
+            if os.path.lexists(path):  # a missing one is said by the entry that names it
+                found.problems.append(str(exc))
+            continue
+        read.add(name)
+        pacer = _pacer_of(path, env, etc, systemd_running)
+        missing = [k for k in host.required_keys(pacer.scheduler) if not env.get(k)]
+        if missing:
+            found.problems.append(f"settings file {path} lacks {', '.join(missing)}")
+        _check_scheduler(pacer, path, units, cron, etc)
+        found.pacers.append(pacer)
+    for entry in units + cron:
+        if entry.settings not in read:
+            why = (
+                f"settings file {entry.settings}, which cannot be read"
+                if entry.settings
+                else "no settings file"
+            )
+            detail = f"{entry.detail} ({why})"
+            found.orphans.append(DispatchPath("pacer-orphan", entry.board, detail, entry.root))
+            found.problems.append(
+                f"{entry.detail} paces board {entry.board} with {why} (a host converged by an older "
+                "hermes-pacer, or a file removed by hand)"
+            )
+    return found
+
+
+def unit_env(text: str) -> tuple[str, dict[str, str]]:
+    """The user (root when none) and the Environment= settings of a unit that is not the role's."""
+    user, env = "root", {}
     for line in text.splitlines():
         key, _, value = line.partition("=")
         if key == "Environment":
             name, _, setting = value.partition("=")
             env[name] = setting
         elif key == "User":
-            env["PACER_USER"] = value
-        elif key == "ExecStart":
-            env["PACER_SCRIPT"] = value.split()[0] if value.split() else ""
-        elif key == "SyslogIdentifier":
-            env["PACER_JOURNAL_ID"] = value.strip()
-        elif key == "StandardOutput" and value.startswith("append:"):
-            env["PACER_LOG_FILE"] = value.removeprefix("append:")  # units rendered before C3
-    return env
-
-
-def managed_timers(etc: Path, systemd_running: bool, refused: list[str] | None = None) -> list[Pacer]:
-    found = []
-    for unit in sorted((etc / "systemd" / "system").glob("hermes-pacer-*.service")):
-        text = _read(unit, refused if refused is not None else [])
-        if text is None or not re.search(r"^ExecStart=.*hermes-kanban-dispatch-capped", text, re.M):
-            continue  # not a pacing pass: the board keeper (hermes-pacer-keeper.service)
-        env = unit_env(text)
-        env.setdefault("RUNS_PER_MINUTE", _timer_runs_per_minute(unit.with_suffix(".timer")))
-        board = env.get("BOARD", unit.stem.removeprefix("hermes-pacer-"))
-        timer = unit.with_suffix(".timer")
-        active = safefile.exists(timer) and (not systemd_running or _unit_active(timer.name))
-        found.append(Pacer(board, "systemd", env, str(timer), active=active))
-    return found
-
-
-def _timer_runs_per_minute(timer: Path) -> str:
-    try:
-        match = re.search(r"^OnUnitActiveSec=(\d+)ms", safefile.read_text(timer), re.M)
-    except OSError:
-        match = None
-    return str(max(1, round(60000 / max(1, int(match.group(1)))))) if match else "60"
+            user = value
+    return user, env
 
 
 def _unit_active(name: str) -> bool:
@@ -185,7 +258,7 @@ def other_cron_lines(etc: Path, spool: Path, refused: list[str] | None = None) -
     found = []
     refused = refused if refused is not None else []
     for path, owner in crontab_sources(etc, spool):
-        if path == etc / MANAGED_CRON:
+        if path == host.cron_file(etc):
             continue
         text = _read(path, refused)
         if text is None:
@@ -215,13 +288,12 @@ def _masked(unit: Path) -> bool:
 def other_units(etc: Path, refused: list[str] | None = None) -> list[DispatchPath]:
     found = []
     for unit in sorted((etc / "systemd" / "system").glob("*.service")):
-        if unit.name.startswith("hermes-pacer-") or _masked(unit):
+        if unit.name.startswith(host.UNIT_PREFIX) or _masked(unit):
             continue
         text = _read(unit, refused if refused is not None else [])
         if text is None:
             continue
-        env = unit_env(text)
-        user = env.pop("PACER_USER", "root")
+        user, env = unit_env(text)
         for line in text.splitlines():
             key, _, command = line.strip().partition("=")
             if not key.startswith("ExecStart"):
@@ -295,7 +367,7 @@ def processes(proc: str = "/proc") -> list[DispatchPath]:
                 found.append(DispatchPath("gateway", "*", f"pid {pid}: {shlex.join(argv)} ({why})", root))
         elif re.search(r"\bkanban\b.*\bdaemon\b", words):
             raw = _flag(argv, "--board") or env.get("HERMES_KANBAN_BOARD") or boards.DEFAULT_BOARD
-            board, _ = cronrules.normalise_slug(raw)
+            board, _ = host.normalise_slug(raw)
             found.append(DispatchPath("daemon", board, f"pid {pid}: {shlex.join(argv)}", root))
     return found
 
@@ -303,7 +375,7 @@ def processes(proc: str = "/proc") -> list[DispatchPath]:
 def _job_dispatches(home: Path, job: dict, user: str, refused: list[str]) -> str | None:
     """The board a Hermes cron job dispatches (its script, or a prompt that asks for a dispatch)."""
     if PROMPT_DISPATCH.search(str(job.get("prompt") or "")):
-        return cronrules.normalise_slug(_prompt_board(str(job.get("prompt"))))[0]
+        return host.normalise_slug(_prompt_board(str(job.get("prompt"))))[0]
     if not job.get("script"):
         return None
     script = Path(str(job["script"]))
@@ -327,8 +399,7 @@ def hermes_cron_jobs(root: Path, refused: list[str] | None = None) -> list[Dispa
     each profile) whose prompt or script runs a dispatch."""
     found = []
     refused = refused if refused is not None else []
-    profiles = sorted(p for p in (root / "profiles").glob("*") if p.is_dir() and not p.is_symlink())
-    for home in [root, *profiles]:
+    for home in host.hermes_homes(root, include_links=False):
         text = _read(home / "cron" / "jobs.json", refused)
         try:
             data = json.loads(text) if text else None

@@ -1,20 +1,30 @@
 """Environment interface of the pacing scripts, validated before anything runs.
 
 The names are those of the manual recipe (MAX_PARALLEL, BOARD, RUNS_PER_MINUTE, CAP_SCRIPT), so an
-existing crontab line keeps working. Every error names the variable and the accepted values.
+existing crontab line keeps working. The role writes them to a settings file per board
+(host.settings_file, `--settings FILE` or PACER_SETTINGS_FILE); the environment overrides the file.
+Every error names the variable (or the file and line) and the accepted values.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-# Hermes' own slug rule (hermes_cli.kanban_db._BOARD_SLUG_RE).
-BOARD_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-DEFAULT_LOCK_DIR = "/run/lock/hermes-pacer"
+from . import host, safefile
+
+BOARD_SLUG = host.SLUG  # for the modules that name it so (flowspec, the CLI)
+DEFAULT_LOCK_DIR = host.DEFAULT_LOCK_DIR
+SETTINGS_FILE_VARIABLE = "PACER_SETTINGS_FILE"
+SETTINGS_FILE_LIMIT = 64 * 1024
+# systemd's EnvironmentFile= and this reader agree on such a line: no quoting, no expansion.
+SETTINGS_LINE = re.compile(r"([A-Z_][A-Z0-9_]*)=([^\s'\"$\\%]*)")
+SETTINGS_FORMAT = "expected KEY=value lines and # comments, the value without whitespace, quotes, $, \\ or %"
 
 
 class SettingError(ValueError):
@@ -63,11 +73,8 @@ def _board(env: dict[str, str]) -> str | None:
     raw = env.get("BOARD", "").strip()
     if raw == "":
         return None
-    if not BOARD_SLUG.match(raw):
-        raise SettingError(
-            f"BOARD={raw!r} is invalid: expected a board slug of 1-64 characters, "
-            "lowercase letters, digits, '-' or '_', not starting with '-' or '_'"
-        )
+    if not host.SLUG.match(raw):
+        raise SettingError(f"BOARD={raw!r} is invalid: expected a board slug of {host.SLUG_RULE}")
     return raw
 
 
@@ -107,3 +114,40 @@ def load(env: dict[str, str] | None = None) -> Settings:
         hermes_bin=_hermes_bin(env),
         cap_script=env.get("CAP_SCRIPT", "").strip() or None,
     )
+
+
+def read_file(path: str | os.PathLike) -> dict[str, str]:
+    """The settings of a settings file (host.SETTINGS_KEYS); SettingError when it cannot be read,
+    is a link, or has a line that is not KEY=value of a known key."""
+    text = os.path.abspath(os.fspath(path))
+    try:
+        if stat.S_ISLNK(os.lstat(text).st_mode):
+            raise OSError(errno.ELOOP, f"{text} is a symbolic link: not followed")
+        content = safefile.read_text(text, SETTINGS_FILE_LIMIT)
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        raise SettingError(f"settings file {text}: {why if text in why else f'{text}: {why}'}") from None
+    found: dict[str, str] = {}
+    for number, line in enumerate(content.splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        match = SETTINGS_LINE.fullmatch(line)
+        if not match:
+            raise SettingError(f"settings file {text} line {number} is invalid: {SETTINGS_FORMAT}")
+        name, value = match.groups()
+        if name not in host.SETTINGS_KEYS:
+            raise SettingError(
+                f"settings file {text} line {number}: {name} is not a setting: "
+                f"expected one of {', '.join(host.SETTINGS_KEYS)}"
+            )
+        found[name] = value
+    return found
+
+
+def environment(env: dict[str, str], path: str | os.PathLike | None = None) -> dict[str, str]:
+    """The environment a pass runs with: the settings file (`path`, else PACER_SETTINGS_FILE, if
+    any) overridden by `env`, so a crontab line's MAX_PARALLEL=2 wins over the file."""
+    path = path or env.get(SETTINGS_FILE_VARIABLE, "").strip() or None
+    if path is None:
+        return dict(env)
+    return {**read_file(path), **env}

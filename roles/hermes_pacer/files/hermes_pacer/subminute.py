@@ -16,7 +16,7 @@ import subprocess
 import time
 
 from . import board as boards
-from . import capped_pass, locking, passlog
+from . import capped_pass, host, locking, passlog
 from .hermes import DRAIN, GRACE, StopSignals, end_group
 from .settings import Settings
 
@@ -84,7 +84,7 @@ def run(
     try:
         board = board or boards.current_board(boards.hermes_root(env), env)
         locking.ensure_dir(settings.lock_dir)
-        lock_fd = locking.try_lock(settings.lock_dir / f"subminute-{board}.lock")
+        lock_fd = locking.try_lock(host.loop_lock(settings.lock_dir, board))
     except (locking.LockDirUnsafe, OSError) as exc:
         return _emit(settings, {"board": board, "reason": "lock_unavailable", "error": str(exc)}, 1)
     except Exception as exc:

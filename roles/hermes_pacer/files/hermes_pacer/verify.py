@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import board as boards
-from . import board_health, capacity, cronrules, hermes_config, keeper, passlog, paths, safefile, workers
+from . import board_health, capacity, hermes_config, host, keeper, passlog, paths, safefile, workers
 
 LOG_TAIL_BYTES = 64 * 1024
 JOURNAL_LINES = 200
@@ -314,12 +314,6 @@ def _log_dir_check(pacer: paths.Pacer, log_dir: Path, user: str | None) -> Check
     )
 
 
-def _homes_of(root: Path) -> list[Path]:
-    """The root home and its profile homes (a profile that is a link is read through safefile,
-    which refuses it)."""
-    return [root, *sorted(p for p in (root / "profiles").glob("*") if p.is_dir() or p.is_symlink())]
-
-
 def _managed_scope_check(etc: Path) -> Check | None:
     """Hermes 0.19's managed scope (<etc>/hermes/config.yaml, root's) wins over every user config
     key by key: when it turns the gateway dispatcher on, no user config can turn it off."""
@@ -333,7 +327,8 @@ def _managed_scope_check(etc: Path) -> Check | None:
 
 def _config_checks(root: Path) -> list[Check]:
     checks = []
-    for home in _homes_of(root):
+    # A profile that is a link is read through safefile, which refuses it.
+    for home in host.hermes_homes(root):
         config = hermes_config.read(home / "config.yaml")
         on, why = hermes_config.gateway_dispatch(config, None)
         if config.error:
@@ -378,10 +373,10 @@ def _board_report(
 ) -> tuple[BoardReport, list[Check]]:
     checks: list[Check] = []
     report = BoardReport(slug, key, pacer.cap if pacer else None)
-    if pacer and pacer.active:
+    if pacer and not pacer.problem:
         _pacer_report(pacer, now, report, checks)
     elif pacer:
-        report.problems.append(f"the managed pacer's timer is not active ({pacer.source})")
+        report.problems.append(f"the managed pacer of {pacer.source} does not run: {pacer.problem}")
     for item in found:
         if item.board in ("*", slug) and item.root in ("", key):
             report.paths.append({"kind": item.kind, "detail": item.detail})
@@ -412,9 +407,9 @@ def run(
     systemd_running = Path("/run/systemd/system").is_dir()
     refused: list[str] = []
     # Keyed by home and board: two users' `default` boards are two boards.
-    managed = paths.managed_cron(etc, refused) + paths.managed_timers(etc, systemd_running, refused)
-    pacers = {(p.root, p.board): p for p in managed}
-    others = paths.other_cron_lines(etc, spool, refused) + paths.other_units(etc, refused)
+    managed = paths.managed(etc, systemd_running, refused)
+    pacers = {(p.root, p.board): p for p in managed.pacers}
+    others = managed.orphans + paths.other_cron_lines(etc, spool, refused) + paths.other_units(etc, refused)
     others += paths.processes(proc)
     roots: dict[str, Path] = {str(home): home for home in _homes_with_boards(homes or [])}
     for pacer in pacers.values():
@@ -446,11 +441,12 @@ def run(
             warnings.append(warning)
     managed_scope = _managed_scope_check(etc)
     checks += [managed_scope] if managed_scope else []
+    checks += [Check("managed pacer", False, problem, paths.RUN_SITE) for problem in managed.problems]
     checks += _refused_checks(refused)
     warnings += [
         f"{found.detail}: it dispatches nothing (Hermes refuses the board slug)"
         for found in others
-        if found.board != "*" and not cronrules.SLUG.match(found.board)
+        if found.board != "*" and not host.SLUG.match(found.board)
     ]
     ok = bool(reports) and all(not r.problems for r in reports) and all(c.ok for c in checks)
     return {

@@ -1,0 +1,143 @@
+"""The host contract: every name and path the role writes and the package reads back.
+
+The role renders these (the settings file, the units, the cron line); the pass, `verify` and
+adoption read them. They are written here once; tests/test_host_contract.py renders the role's
+real templates and checks they equal what this module computes, so a template edit that changes
+the contract fails a test instead of `verify` on a host.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_BOARD = "default"
+# Hermes' own slug rule (hermes_cli.kanban_db._BOARD_SLUG_RE).
+SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+SLUG_RULE = "1-64 lowercase letters, digits, '-' or '_', not starting with '-' or '_'"
+
+SETTINGS_DIR = Path("/etc/hermes-pacer")
+SETTINGS_SUFFIX = ".env"
+CRON_FILE = Path("/etc/cron.d/hermes-pacer")
+SYSTEMD_DIR = Path("/etc/systemd/system")
+UNIT_PREFIX = "hermes-pacer-"
+KEEPER_UNIT = "hermes-pacer-keeper.service"
+DEFAULT_LOCK_DIR = "/run/lock/hermes-pacer"
+DEFAULT_LOG_DIR = "/var/log/hermes"
+SCHEDULERS = ("systemd", "cron")
+# The recipe's script names: the cron line runs the loop, a unit runs one pass.
+CAPPED_SCRIPT = "hermes-kanban-dispatch-capped.sh"
+SUBMINUTE_SCRIPT = "hermes-kanban-dispatch-subminute.sh"
+SCRIPT_NAMES = (CAPPED_SCRIPT, SUBMINUTE_SCRIPT)
+SETTINGS_OPTION = "--settings"
+
+
+@dataclass(frozen=True)
+class Key:
+    meaning: str
+    required: str = ""  # "always", a scheduler (required there only), or "" (optional)
+
+
+# Every key of a settings file. The role writes the required ones; the pass reads the pacing ones
+# (settings.load), verify the rest. A key outside this list is refused (a typo would be silent).
+SETTINGS_KEYS: dict[str, Key] = {
+    "BOARD": Key("board slug the pacer paces", "always"),
+    "MAX_PARALLEL": Key("cap on live workers of the board, 1-1000", "always"),
+    "RUNS_PER_MINUTE": Key("passes a minute (the cron loop's, the timer's cadence), 1-60", "always"),
+    "HERMES_BIN": Key("full path of the hermes executable", "always"),
+    "HERMES_TIMEOUT": Key("seconds one hermes call may run, 1-3600", "always"),
+    "PACER_LOCK_DIR": Key("directory of the per-board locks", "always"),
+    "PACER_HOUSEKEEPING_SECONDS": Key("dispatch at least this often while cards are open", "always"),
+    "HOME": Key("home of the Hermes user: its Hermes root is HOME/.hermes", "always"),
+    "PACER_SCHEDULER": Key("what runs the passes: systemd or cron", "always"),
+    "PACER_USER": Key("the user the passes (and so the workers) run as", "always"),
+    "PACER_SCRIPT": Key("the installed entry point the scheduler runs", "always"),
+    "PACER_LOG_FILE": Key("cron: the file the loop's passes are appended to", "cron"),
+    "PACER_JOURNAL_ID": Key("systemd: the journal identifier of the passes", "systemd"),
+    "PACER_LOG_FORMAT": Key("kv or json"),
+    "PACER_INTEGRITY_CHECK_SECONDS": Key("seconds between read-only integrity checks of the board"),
+    "CAP_SCRIPT": Key("command the sub-minute loop runs for each pass"),
+    "HERMES_HOME": Key("Hermes home, as hermes reads it"),
+    "HERMES_KANBAN_HOME": Key("Hermes root of the boards, as hermes reads it"),
+    "HERMES_KANBAN_DB": Key("the board's database, as hermes reads it"),
+}
+
+
+def required_keys(scheduler: str) -> list[str]:
+    """The keys a settings file of that scheduler must carry."""
+    return [name for name, key in SETTINGS_KEYS.items() if key.required in ("always", scheduler)]
+
+
+def normalise_slug(raw: str) -> tuple[str, str]:
+    """(slug, why refused) as Hermes normalises a board slug; an empty slug is `default`."""
+    slug = raw.strip().lower()
+    if not slug:
+        return DEFAULT_BOARD, ""
+    if not SLUG.match(slug):
+        return raw, f"board slug {raw!r} is refused by Hermes: {SLUG_RULE}"
+    return slug, ""
+
+
+def settings_dir(etc: Path = Path("/etc")) -> Path:
+    return etc / SETTINGS_DIR.relative_to("/etc")
+
+
+def settings_file(board: str, directory: Path = SETTINGS_DIR) -> Path:
+    return directory / f"{board}{SETTINGS_SUFFIX}"
+
+
+def board_of_settings_file(path: Path) -> str:
+    return path.name.removesuffix(SETTINGS_SUFFIX)
+
+
+def unit_name(board: str) -> str:
+    """The oneshot service of one pass of the board."""
+    return f"{UNIT_PREFIX}{board}.service"
+
+
+def timer_name(board: str) -> str:
+    return f"{UNIT_PREFIX}{board}.timer"
+
+
+def board_of_unit(name: str) -> str:
+    return name.removeprefix(UNIT_PREFIX).rsplit(".", 1)[0]
+
+
+def journal_id(board: str) -> str:
+    return f"{UNIT_PREFIX}{board}"
+
+
+def log_file(board: str, log_dir: str | Path = DEFAULT_LOG_DIR) -> Path:
+    """Where the cron loop of the board appends its passes."""
+    return Path(log_dir) / f"kanban-dispatch-{board}.log"
+
+
+def pass_lock(lock_dir: Path, board: str) -> Path:
+    """Held by one pass (and by flow creation): never two dispatches of a board at once."""
+    return lock_dir / f"board-{board}.lock"
+
+
+def loop_lock(lock_dir: Path, board: str) -> Path:
+    """Held by the sub-minute loop: an overlapping cron run exits at once."""
+    return lock_dir / f"subminute-{board}.lock"
+
+
+def integrity_stamp(lock_dir: Path, board: str) -> Path:
+    """Its mtime is the last integrity check of the board."""
+    return lock_dir / f"board-{board}.checked"
+
+
+def cron_file(etc: Path = Path("/etc")) -> Path:
+    return etc / CRON_FILE.relative_to("/etc")
+
+
+def systemd_dir(etc: Path = Path("/etc")) -> Path:
+    return etc / SYSTEMD_DIR.relative_to("/etc")
+
+
+def hermes_homes(root: Path, include_links: bool = True) -> list[Path]:
+    """The Hermes homes of a root: the root home and its profile homes. A profile that is a link
+    is listed when include_links (a reader that refuses links then names it), else left out."""
+    profiles = sorted(p for p in (root / "profiles").glob("*") if p.is_dir() or p.is_symlink())
+    return [root, *(p for p in profiles if include_links or not p.is_symlink())]

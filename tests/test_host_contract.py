@@ -1,0 +1,213 @@
+"""The host contract: what the role's real templates render is what the package reads back.
+
+ansible-playbook renders the role's templates (with its defaults and vars) into a private /etc;
+the settings files must load as the pass loads them, and every name the units and the cron line
+carry must be the one host.py computes. A template edit that changes the contract fails here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from hermes_pacer import cronrules, host, paths, settings
+
+REPO = Path(__file__).resolve().parent.parent
+ROLE = REPO / "roles" / "hermes_pacer"
+
+BOARDS = [
+    {"name": "default", "max_parallel": 2, "runs_per_minute": 12},
+    {"name": "ops", "max_parallel": 1, "runs_per_minute": 6},
+]
+
+PLAY = """
+- name: Render the role's templates as the role does
+  hosts: localhost
+  connection: local
+  gather_facts: true
+  gather_subset: [min]
+  vars_files:
+    - {role}/defaults/main.yml
+    - {role}/vars/main.yml
+  tasks:
+    - name: Settings files
+      ansible.builtin.template:
+        src: {role}/templates/pacer.env.j2
+        dest: "{{{{ _hermes_pacer_settings_path | format(board.name) }}}}"
+        mode: "0644"
+      loop: "{{{{ hermes_pacer_boards }}}}"
+      loop_control: {{loop_var: board}}
+    - name: Units and timers
+      ansible.builtin.template:
+        src: "{role}/templates/hermes-pacer.{{{{ item.1 }}}}.j2"
+        dest: "{{{{ hermes_pacer_systemd_dir }}}}/{{{{ stem }}}}.{{{{ item.1 }}}}"
+        mode: "0644"
+      loop: "{{{{ hermes_pacer_boards | product(['service', 'timer']) | list }}}}"
+      vars:
+        board: "{{{{ item.0 }}}}"
+        stem: "{{{{ _hermes_pacer_unit_stem | format(item.0.name) }}}}"
+      when: hermes_pacer_effective_scheduler == 'systemd'
+    - name: Cron file
+      ansible.builtin.template:
+        src: {role}/templates/cron.j2
+        dest: "{{{{ hermes_pacer_cron_file }}}}"
+        mode: "0644"
+      when: hermes_pacer_effective_scheduler == 'cron'
+"""
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    """Per scheduler: the private /etc and Hermes home the templates were rendered into, once."""
+    return {s: _render(tmp_path_factory.mktemp(s), s) for s in ("systemd", "cron")}
+
+
+def _render(tmp_path: Path, scheduler: str) -> tuple[Path, Path]:
+    """(the private /etc, the Hermes home) after the role's templates rendered into them."""
+    etc, home = tmp_path / "etc", tmp_path / "home"
+    for folder in (etc / "hermes-pacer", etc / "systemd" / "system", etc / "cron.d", home):
+        folder.mkdir(parents=True)
+    playbook = tmp_path / "render.yml"
+    playbook.write_text(PLAY.format(role=ROLE))
+    extra = {
+        "hermes_pacer_boards": BOARDS,
+        "hermes_pacer_effective_scheduler": scheduler,
+        "hermes_pacer_user_home": str(home),
+        "hermes_pacer_bin": shutil.which("true"),
+        "hermes_pacer_lock_dir_by_root": False,
+        "hermes_pacer_settings_dir": str(etc / "hermes-pacer"),
+        "hermes_pacer_systemd_dir": str(etc / "systemd" / "system"),
+        "hermes_pacer_cron_file": str(etc / "cron.d" / "hermes-pacer"),
+        "hermes_pacer_log_dir": str(tmp_path / "log"),
+        "ansible_python_interpreter": sys.executable,
+    }
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+        "ANSIBLE_NOCOLOR": "1",
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+    play = subprocess.run(
+        ["ansible-playbook", "-i", "localhost,", str(playbook), "-e", json.dumps(extra)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert play.returncode == 0, play.stdout[-3000:] + play.stderr[-2000:]
+    return etc, home
+
+
+def _lines(path: Path, key: str) -> list[str]:
+    return [line.split("=", 1)[1] for line in path.read_text().splitlines() if line.startswith(key + "=")]
+
+
+def _settings(etc: Path, board: dict, scheduler: str, home: Path) -> dict[str, str]:
+    """The board's settings file, read and loaded as the pass does, carrying every required key."""
+    path = host.settings_file(board["name"], host.settings_dir(etc))
+    values = settings.read_file(path)
+    loaded = settings.load(values)
+    assert (loaded.board, loaded.max_parallel, loaded.runs_per_minute) == (
+        board["name"],
+        board["max_parallel"],
+        board["runs_per_minute"],
+    )
+    missing = [key for key in host.required_keys(scheduler) if not values.get(key)]
+    assert not missing, f"{path} lacks {missing}"
+    assert values["PACER_SCHEDULER"] == scheduler and values["HOME"] == str(home)
+    return values
+
+
+def test_role_defaults_are_the_host_defaults():
+    defaults = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
+    role_vars = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())
+    assert defaults["hermes_pacer_settings_dir"] == str(host.SETTINGS_DIR)
+    assert defaults["hermes_pacer_lock_dir"] == host.DEFAULT_LOCK_DIR
+    assert defaults["hermes_pacer_log_dir"] == host.DEFAULT_LOG_DIR
+    assert role_vars["hermes_pacer_cron_file"] == str(host.CRON_FILE)
+    assert role_vars["hermes_pacer_systemd_dir"] == str(host.SYSTEMD_DIR)
+    assert set(host.SCRIPT_NAMES) <= set(role_vars["hermes_pacer_script_names"])
+
+
+def test_the_systemd_units_run_the_settings_files(rendered):
+    etc, home = rendered["systemd"]
+    units = host.systemd_dir(etc)
+    for board in BOARDS:
+        name = board["name"]
+        values = _settings(etc, board, "systemd", home)
+        assert values["PACER_JOURNAL_ID"] == host.journal_id(name)
+        service = units / host.unit_name(name)
+        assert _lines(service, "EnvironmentFile") == [str(host.settings_file(name, host.settings_dir(etc)))]
+        assert _lines(service, "Environment") == [], "pacer settings belong in the settings file"
+        assert _lines(service, "SyslogIdentifier") == [values["PACER_JOURNAL_ID"]]
+        assert _lines(service, "ExecStart") == [values["PACER_SCRIPT"]]
+        assert Path(values["PACER_SCRIPT"]).name == host.CAPPED_SCRIPT
+        assert _lines(service, "User") == [values["PACER_USER"]]
+        timer = units / host.timer_name(name)
+        assert _lines(timer, "Unit") == [host.unit_name(name)]
+        (interval,) = _lines(timer, "OnUnitActiveSec")
+        assert re.fullmatch(r"\d+ms", interval)
+        assert round(60000 / int(interval[:-2])) == int(values["RUNS_PER_MINUTE"])
+    found = paths.managed(etc, systemd_running=False)
+    assert found.problems == [] and found.orphans == []
+    assert sorted((p.board, p.scheduler, p.problem) for p in found.pacers) == [
+        ("default", "systemd", ""),
+        ("ops", "systemd", ""),
+    ]
+
+
+def test_the_cron_lines_run_the_settings_files(rendered):
+    etc, home = rendered["cron"]
+    text = host.cron_file(etc).read_text()
+    loops = {}
+    for line in cronrules.lines(text, None):
+        for argv, _env in cronrules.commands(line):
+            if Path(argv[0]).name == host.SUBMINUTE_SCRIPT:
+                loops[cronrules.settings_option(argv)] = (line, argv)
+    for board in BOARDS:
+        name = board["name"]
+        values = _settings(etc, board, "cron", home)
+        path = str(host.settings_file(name, host.settings_dir(etc)))
+        line, argv = loops.pop(path)
+        assert line.user == values["PACER_USER"]
+        assert argv[0] == values["PACER_SCRIPT"]
+        assert shlex.split(line.command.partition(">>")[2])[0] == values["PACER_LOG_FILE"]
+        assert values["PACER_LOG_FILE"] == str(host.log_file(name, etc.parent / "log"))
+        # The board, as cron-line readers (verify, adoption) work it out, is the file's.
+        assert [d.board for d in cronrules.dispatches(line)] == [name]
+    assert loops == {}, f"cron lines of no board: {loops}"
+    found = paths.managed(etc, systemd_running=False)
+    assert found.problems == [] and found.orphans == []
+    assert sorted((p.board, p.cap, p.cadence_seconds, p.problem) for p in found.pacers) == [
+        ("default", 2, 5.0, ""),
+        ("ops", 1, 10.0, ""),
+    ]
+
+
+@pytest.mark.parametrize("scheduler", ["systemd", "cron"])
+def test_a_settings_file_with_no_scheduler_entry_or_an_entry_without_one_fails(tmp_path, scheduler):
+    etc, _ = _render(tmp_path, scheduler)
+    ops = host.settings_file("ops", host.settings_dir(etc))
+    ops.unlink()
+    if scheduler == "systemd":
+        (host.systemd_dir(etc) / host.unit_name("default")).unlink()
+    else:
+        cron = host.cron_file(etc)
+        cron.write_text(
+            "".join(line for line in cron.read_text().splitlines(True) if "default.env" not in line)
+        )
+    found = paths.managed(etc, systemd_running=False)
+    (pacer,) = found.pacers
+    assert pacer.board == "default" and "run site.yml" in pacer.problem
+    assert [orphan.board for orphan in found.orphans] == ["ops"]
+    assert any("ops" in problem and "settings file" in problem for problem in found.problems)
