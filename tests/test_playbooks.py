@@ -31,6 +31,7 @@ TAGS = [
     "preflight",
     "scheduler",
     "scripts",
+    "settings",
     "smoke",
 ]
 
