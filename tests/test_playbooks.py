@@ -174,7 +174,8 @@ def test_tasks_provision_takes_an_inventory_tags_and_check(tmp_path):
     run = _run(BIN / "invoke", "provision", "--inventory", inventory, "--tags", "preflight", "--check")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     assert _recap(run.stdout, "this-machine")["failed"] == 0
-    assert "TASK [hermes_pacer : Check the scheduler]" in run.stdout
+    # site.yml names the roles by FQCN (playbooks/site.yml): the task line carries the collection.
+    assert "TASK [hermes_pacer.pacer.hermes_pacer : Check the scheduler]" in run.stdout
     assert "Install the dispatch scripts" not in run.stdout  # --tags preflight: no other task
 
 
