@@ -214,7 +214,7 @@ def test_the_keeper_unit_is_no_pacer_of_a_board_named_keeper(verify_paced_host, 
     paced = verify_paced_host
     units = paced.etc / "systemd" / "system"
     units.mkdir(parents=True)
-    (units / "hermes-pacer-keeper.service").write_text(
+    (units / "hermes-board-keeper.service").write_text(
         f"[Service]\nType=simple\nUser=root\nExecStart={PACER} keep-open --board default\n"
     )
     code, report, text = _verify(paced)

@@ -23,10 +23,13 @@ from hermes_pacer import cronrules, host, paths, settings
 REPO = Path(__file__).resolve().parent.parent
 ROLE = REPO / "roles" / "hermes_pacer"
 
+# `keeper` is a valid slug: its pacer must not take the board keeper's names.
 BOARDS = [
     {"name": "default", "max_parallel": 2, "runs_per_minute": 12},
     {"name": "ops", "max_parallel": 1, "runs_per_minute": 6},
+    {"name": "keeper", "max_parallel": 3, "runs_per_minute": 4},
 ]
+BACKUP_UNITS = ["hermes-board-backup.service", "hermes-board-backup.timer"]
 
 PLAY = """
 - name: Render the role's templates as the role does
@@ -55,6 +58,13 @@ PLAY = """
         board: "{{{{ item.0 }}}}"
         stem: "{{{{ _hermes_pacer_unit_stem | format(item.0.name) }}}}"
       when: hermes_pacer_effective_scheduler == 'systemd'
+    - name: Board keeper and backup units
+      ansible.builtin.template:
+        src: "{role}/templates/{{{{ item }}}}.j2"
+        dest: "{{{{ hermes_pacer_systemd_dir }}}}/{{{{ item }}}}"
+        mode: "0644"
+      loop: "{{{{ [_hermes_pacer_keeper_unit] + {backup_units} }}}}"
+      when: hermes_pacer_effective_scheduler == 'systemd'
     - name: Cron file
       ansible.builtin.template:
         src: {role}/templates/cron.j2
@@ -76,7 +86,7 @@ def _render(tmp_path: Path, scheduler: str) -> tuple[Path, Path]:
     for folder in (etc / "hermes-pacer", etc / "systemd" / "system", etc / "cron.d", home):
         folder.mkdir(parents=True)
     playbook = tmp_path / "render.yml"
-    playbook.write_text(PLAY.format(role=ROLE))
+    playbook.write_text(PLAY.format(role=ROLE, backup_units=BACKUP_UNITS))
     extra = {
         "hermes_pacer_boards": BOARDS,
         "hermes_pacer_effective_scheduler": scheduler,
@@ -136,6 +146,9 @@ def test_role_defaults_are_the_host_defaults():
     assert defaults["hermes_pacer_log_dir"] == host.DEFAULT_LOG_DIR
     assert role_vars["hermes_pacer_cron_file"] == str(host.CRON_FILE)
     assert role_vars["hermes_pacer_systemd_dir"] == str(host.SYSTEMD_DIR)
+    assert role_vars["_hermes_pacer_keeper_unit"] == host.KEEPER_UNIT
+    # The keeper's name before 0.2.0 is a board's pacing unit now: converge removes the keeper there.
+    assert role_vars["_hermes_pacer_old_keeper_unit"] == host.unit_name("keeper")
     assert set(host.SCRIPT_NAMES) <= set(role_vars["hermes_pacer_script_names"])
 
 
@@ -162,8 +175,51 @@ def test_the_systemd_units_run_the_settings_files(rendered):
     assert found.problems == [] and found.orphans == []
     assert sorted((p.board, p.scheduler, p.problem) for p in found.pacers) == [
         ("default", "systemd", ""),
+        ("keeper", "systemd", ""),
         ("ops", "systemd", ""),
     ]
+
+
+def test_no_rendered_unit_takes_another_ones_name(rendered):
+    """A unit per board and timer, the keeper's and the backup's: as many files as were rendered
+    (a name written twice leaves one file), each with its own journal identifier."""
+    etc, home = rendered["systemd"]
+    units = host.systemd_dir(etc)
+    names = sorted(p.name for p in units.iterdir())
+    assert len(names) == 2 * len(BOARDS) + 1 + len(BACKUP_UNITS), names
+    assert names == sorted(
+        [host.KEEPER_UNIT, *BACKUP_UNITS]
+        + [name for b in BOARDS for name in (host.unit_name(b["name"]), host.timer_name(b["name"]))]
+    )
+    identifiers = [i for name in names for i in _lines(units / name, "SyslogIdentifier")]
+    assert len(identifiers) == len(set(identifiers)), identifiers
+    keeper = units / host.KEEPER_UNIT
+    assert _lines(keeper, "SyslogIdentifier") == [host.KEEPER_ID]
+    (command,) = _lines(keeper, "ExecStart")
+    assert command.split()[1] == "keep-open"
+    assert command.split()[2:] == ["--hermes-root", f"{home}/.hermes"] + [
+        word for b in BOARDS for word in ("--board", b["name"])
+    ]
+    assert len(list(host.settings_dir(etc).glob(f"*{host.SETTINGS_SUFFIX}"))) == len(BOARDS)
+
+
+def test_the_keeper_under_its_old_name_is_no_pacer(tmp_path):
+    """A host converged before 0.2.0 ran the keeper as hermes-pacer-keeper.service: verify holds
+    it against no board, and says site.yml moves it."""
+    etc, _ = _render(tmp_path, "systemd")
+    units = host.systemd_dir(etc)
+    old = units / host.unit_name("keeper")
+    (units / host.KEEPER_UNIT).rename(old)
+    (units / host.timer_name("keeper")).unlink()
+    host.settings_file("keeper", host.settings_dir(etc)).unlink()
+    found = paths.managed(etc, systemd_running=False)
+    assert sorted(p.board for p in found.pacers) == ["default", "ops"]
+    assert found.orphans == []
+    assert found.problems == [
+        f"{old} runs the board keeper under a pacer's name (as hermes-pacer before 0.2.0 named it): "
+        f"site.yml moves it to {host.KEEPER_UNIT}"
+    ]
+    assert paths.other_units(etc) == []  # the keeper dispatches nothing
 
 
 def test_the_cron_lines_run_the_settings_files(rendered):
@@ -190,6 +246,7 @@ def test_the_cron_lines_run_the_settings_files(rendered):
     assert found.problems == [] and found.orphans == []
     assert sorted((p.board, p.cap, p.cadence_seconds, p.problem) for p in found.pacers) == [
         ("default", 2, 5.0, ""),
+        ("keeper", 3, 15.0, ""),
         ("ops", 1, 10.0, ""),
     ]
 
@@ -207,7 +264,8 @@ def test_a_settings_file_with_no_scheduler_entry_or_an_entry_without_one_fails(t
             "".join(line for line in cron.read_text().splitlines(True) if "default.env" not in line)
         )
     found = paths.managed(etc, systemd_running=False)
-    (pacer,) = found.pacers
-    assert pacer.board == "default" and "run site.yml" in pacer.problem
+    problems = {pacer.board: pacer.problem for pacer in found.pacers}
+    assert sorted(problems) == ["default", "keeper"] and problems["keeper"] == ""
+    assert "run site.yml" in problems["default"]
     assert [orphan.board for orphan in found.orphans] == ["ops"]
     assert any("ops" in problem and "settings file" in problem for problem in found.problems)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import re
 import subprocess
 import sys
@@ -252,3 +253,127 @@ def test_adoption_turned_off_only_reports(adoption):
     assert adoption(False)["changed"] == 0
     assert adoption(False)["changed"] == 0
     assert adoption.crontab.read_text() == before
+
+
+# --- uninstall where the Hermes user is gone ---------------------------------------------------
+
+NO_HERMES_USER = "There is no user hermes on this host (hermes_pacer_user)"
+
+
+def _hermes_user_exists() -> bool:
+    try:
+        pwd.getpwnam("hermes")
+    except KeyError:
+        return False
+    return True
+
+
+def test_uninstall_checks_without_the_hermes_user():
+    """playbooks/uninstall.yml in check mode on this machine: no Hermes user is no failure."""
+    play = _run("ansible-playbook", "playbooks/uninstall.yml", "--check")
+    assert play.returncode == 0, play.stdout[-3000:] + play.stderr[-2000:]
+    assert _recap(play.stdout)["failed"] == 0
+    # An uninstall needs no hermes: the search for it is skipped.
+    assert re.search(
+        r"TASK \[(?:hermes_pacer\.pacer\.)?hermes_pacer : Look for hermes on the Hermes user's PATH\] \**"
+        r"\nskipping",
+        play.stdout,
+    )
+    if not _hermes_user_exists():
+        assert NO_HERMES_USER in play.stdout
+
+
+def _installed_layout(root: Path) -> dict[str, Path]:
+    """What a converge leaves, under a private root: the role's paths, each a variable."""
+    where = {
+        "hermes_pacer_systemd_dir": root / "systemd",
+        "hermes_pacer_cron_file": root / "cron.d" / "hermes-pacer",
+        "hermes_pacer_board_backup_cron_file": root / "cron.d" / "hermes-board-backup",
+        "hermes_pacer_logrotate_file": root / "logrotate.d" / "hermes-pacer",
+        "hermes_pacer_tmpfiles_file": root / "tmpfiles.d" / "hermes-pacer.conf",
+        "hermes_pacer_settings_dir": root / "hermes-pacer",
+        "hermes_pacer_flows_dir": root / "hermes-pacer" / "flows",
+        "hermes_pacer_scripts_dir": root / "scripts",
+        "hermes_pacer_lock_dir": root / "lock" / "hermes-pacer",
+        "hermes_pacer_log_dir": root / "log",
+        "hermes_pacer_backup_dir": root / "backups",
+        "hermes_pacer_board_backup_dir": root / "board-copies",
+    }
+    units = where["hermes_pacer_systemd_dir"]
+    scripts = where["hermes_pacer_scripts_dir"]
+    for folder in (
+        units,
+        where["hermes_pacer_flows_dir"],
+        scripts / "hermes_pacer",
+        where["hermes_pacer_lock_dir"],
+    ):
+        folder.mkdir(parents=True)
+    for board in ("default", "ops"):
+        (units / f"hermes-pacer-{board}.service").write_text("[Service]\nType=oneshot\n")
+        (units / f"hermes-pacer-{board}.timer").write_text("[Timer]\nOnUnitActiveSec=5000ms\n")
+        (where["hermes_pacer_settings_dir"] / f"{board}.env").write_text(f"BOARD={board}\n")
+    for name in ("hermes-board-keeper.service", "hermes-board-backup.service", "hermes-board-backup.timer"):
+        (units / name).write_text("[Service]\n")
+    # The keeper as hermes-pacer before 0.2.0 named it.
+    (units / "hermes-pacer-keeper.service").write_text(
+        f"[Service]\nExecStart={scripts}/hermes-pacer keep-open\n"
+    )
+    for key in (
+        "hermes_pacer_cron_file",
+        "hermes_pacer_board_backup_cron_file",
+        "hermes_pacer_logrotate_file",
+        "hermes_pacer_tmpfiles_file",
+    ):
+        where[key].parent.mkdir(parents=True, exist_ok=True)
+        where[key].write_text("# hermes-pacer\n")
+    for name in (
+        "hermes-kanban-dispatch-capped.sh",
+        "hermes-kanban-dispatch-subminute.sh",
+        "hermes-pacer-verify.sh",
+        "hermes-kanban-flow.sh",
+        "hermes-pacer",
+        "hermes_pacer/__init__.py",
+    ):
+        (scripts / name).write_text("#\n")
+    (where["hermes_pacer_flows_dir"] / "nightly.yml").write_text("{}\n")
+    return where
+
+
+@pytest.mark.skipif(
+    Path("/run/systemd/system").is_dir(),
+    reason="systemd runs here: the uninstall would stop this machine's units of the pacer's names",
+)
+def test_uninstall_without_the_hermes_user_removes_what_is_there(tmp_path):
+    """A real uninstall against a private root on this machine, which has no `hermes` user (and no
+    systemd, so no unit is stopped): everything the role installs goes, other files stay, and a
+    second run changes nothing."""
+    if _hermes_user_exists():
+        pytest.skip("this machine has a hermes user")
+    where = _installed_layout(tmp_path / "root")
+    units = where["hermes_pacer_systemd_dir"]
+    (units / "other.service").write_text("[Service]\n")  # not the role's
+    extra = json.dumps({key: str(path) for key, path in where.items()})
+
+    checked = _run("ansible-playbook", "playbooks/uninstall.yml", "--check", "-e", extra)
+    assert checked.returncode == 0, checked.stdout[-3000:] + checked.stderr[-2000:]
+    assert _recap(checked.stdout)["changed"] > 0
+    assert (units / "hermes-pacer-keeper.service").exists()  # check mode removed nothing
+
+    play = _run("ansible-playbook", "playbooks/uninstall.yml", "-e", extra)
+    assert play.returncode == 0, play.stdout[-3000:] + play.stderr[-2000:]
+    assert NO_HERMES_USER in play.stdout
+    assert sorted(p.name for p in units.iterdir()) == ["other.service"]
+    for key in (
+        "hermes_pacer_cron_file",
+        "hermes_pacer_board_backup_cron_file",
+        "hermes_pacer_logrotate_file",
+        "hermes_pacer_tmpfiles_file",
+        "hermes_pacer_settings_dir",
+        "hermes_pacer_lock_dir",
+    ):
+        assert not where[key].exists(), key
+    assert sorted(p.name for p in where["hermes_pacer_scripts_dir"].iterdir()) == []
+
+    again = _run("ansible-playbook", "playbooks/uninstall.yml", "-e", extra)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-2000:]
+    assert _recap(again.stdout)["changed"] == 0

@@ -31,7 +31,7 @@ BOARDS = [
 # Rounds of issue #11's trigger (a burst of cards beside the timers); more for a long run, e.g.
 # HERMES_PACER_BURST_ROUNDS=20 ./tasks.sh molecule --scenario systemd --command verify
 BURST_ROUNDS = int(os.environ.get(BURST_ROUNDS_VARIABLE) or 2)  # a round takes 70-85 s in CI
-KEEPER = "hermes-pacer-keeper.service"
+KEEPER = "hermes-board-keeper.service"
 
 
 def test_installed(host):
@@ -169,11 +169,13 @@ def test_bursts_of_cards_beside_the_timers_lose_nothing(host):
 
 
 def test_the_board_keeper_holds_every_paced_board(host):
+    # Its name before 0.2.0 is the pacing unit of a board `keeper`.
+    assert not host.file("/etc/systemd/system/hermes-pacer-keeper.service").exists
     service = host.service(KEEPER)
     assert service.is_enabled and service.is_running
     pid = host.check_output(f"systemctl show -p MainPID --value {KEEPER}")
     assert host.check_output(f"stat -c %U /proc/{pid}") == HERMES_USER
-    journal = host.check_output("journalctl -q --no-pager -o cat -t hermes-pacer-keeper")
+    journal = host.check_output("journalctl -q --no-pager -o cat -t hermes-board-keeper")
     locks = [line.split() for line in host.check_output("cat /proc/locks").splitlines()]
     for board, db in (
         ("default", f"{HERMES_HOME}/.hermes/kanban.db"),

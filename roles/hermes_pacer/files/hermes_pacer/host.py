@@ -22,7 +22,10 @@ SETTINGS_SUFFIX = ".env"
 CRON_FILE = Path("/etc/cron.d/hermes-pacer")
 SYSTEMD_DIR = Path("/etc/systemd/system")
 UNIT_PREFIX = "hermes-pacer-"
-KEEPER_UNIT = "hermes-pacer-keeper.service"
+# The board keeper's unit and journal identifier, beside hermes-board-backup: never under
+# UNIT_PREFIX, where every name is the pacer of a board of that name (a board may be `keeper`).
+KEEPER_ID = "hermes-board-keeper"
+KEEPER_UNIT = f"{KEEPER_ID}.service"
 DEFAULT_LOCK_DIR = "/run/lock/hermes-pacer"
 DEFAULT_LOG_DIR = "/var/log/hermes"
 SCHEDULERS = ("systemd", "cron")

@@ -190,6 +190,6 @@ def verify_problem(etc: Path, root: Path, board: str, proc: str = "/proc") -> st
     return (
         f"no board keeper holds board {board} of {root} (a `hermes-pacer keep-open` of the board's owner): "
         "Hermes 0.19 drops its own SQLite locks, and without the keeper its processes delete the WAL "
-        "under each other (lost cards, a corrupt board); start hermes-pacer-keeper.service, or check "
+        f"under each other (lost cards, a corrupt board); start {host.KEEPER_UNIT}, or check "
         "the keep-open line of the pacer's cron file"
     )

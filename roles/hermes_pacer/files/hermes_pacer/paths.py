@@ -130,13 +130,21 @@ def _cron_entries(etc: Path, refused: list[str]) -> list[_Entry]:
     return found
 
 
-def _unit_entries(etc: Path, refused: list[str]) -> list[_Entry]:
+def _runs_keeper(text: str) -> bool:
+    """A unit whose ExecStart runs `hermes-pacer keep-open`: a board keeper, which dispatches nothing."""
+    return any(line.startswith("ExecStart") and "keep-open" in line.split() for line in text.splitlines())
+
+
+def _unit_entries(etc: Path, refused: list[str], misnamed: list[Path]) -> list[_Entry]:
+    """The pacing units; a board keeper under a pacing unit's name (hermes-pacer before 0.2.0 named
+    it hermes-pacer-keeper.service, the name of the pacer of a board `keeper`) goes in `misnamed`."""
     found = []
     for unit in sorted(host.systemd_dir(etc).glob(host.unit_name("*"))):
-        if unit.name == host.KEEPER_UNIT:
-            continue
         text = _read(unit, refused)
         if text is None:
+            continue
+        if _runs_keeper(text):
+            misnamed.append(unit)
             continue
         named = [line.partition("=") for line in text.splitlines()]
         files = [value.lstrip("-") for key, _, value in named if key == "EnvironmentFile"]
@@ -178,7 +186,13 @@ def managed(etc: Path, systemd_running: bool, refused: list[str] | None = None) 
     scheduler entry that should run it; and the role's entries that run no settings file."""
     refused = refused if refused is not None else []
     found = Managed()
-    units, cron = _unit_entries(etc, refused), _cron_entries(etc, refused)
+    misnamed: list[Path] = []
+    units, cron = _unit_entries(etc, refused, misnamed), _cron_entries(etc, refused)
+    found.problems += [
+        f"{unit} runs the board keeper under a pacer's name (as hermes-pacer before 0.2.0 named it): "
+        f"site.yml moves it to {host.KEEPER_UNIT}"
+        for unit in misnamed
+    ]
     files = {str(p): p for p in sorted(host.settings_dir(etc).glob(f"*{host.SETTINGS_SUFFIX}"))}
     # A settings file the role wrote elsewhere (hermes_pacer_settings_dir) is named by its entry.
     files.update({e.settings: Path(e.settings) for e in units + cron if os.path.isabs(e.settings)})
