@@ -64,7 +64,16 @@ SETTINGS_KEYS: dict[str, Key] = {
     "HERMES_HOME": Key("Hermes home, as hermes reads it"),
     "HERMES_KANBAN_HOME": Key("Hermes root of the boards, as hermes reads it"),
     "HERMES_KANBAN_DB": Key("the board's database, as hermes reads it"),
+    # The LLM endpoint's budget, shared by every board of this host that names the same endpoint.
+    "PACER_ENDPOINT": Key("name of the LLM endpoint the board's workers call (slug rule)"),
+    "PACER_ENDPOINT_URL": Key("its base URL, http:// or https://; unset: model.base_url of config.yaml"),
+    "PACER_ENDPOINT_KIND": Key("how its load is read: auto, vllm, llamacpp, ollama or openai"),
+    "PACER_ENDPOINT_MAX_PARALLEL": Key("cap on what the endpoint serves at once (all boards, others) 1-1000"),
+    "PACER_ENDPOINT_BOARDS": Key("comma-separated slugs of the host's boards on it, this one too"),
+    "PACER_ENDPOINT_TIMEOUT": Key("seconds one probe of the endpoint may take, 1-30"),
+    "PACER_ENDPOINT_RAMP_SECONDS": Key("after an outage: one new worker a pass for this many seconds"),
 }
+ENDPOINT_KINDS = ("auto", "vllm", "llamacpp", "ollama", "openai")
 
 
 def required_keys(scheduler: str) -> list[str]:
@@ -119,6 +128,17 @@ def log_file(board: str, log_dir: str | Path = DEFAULT_LOG_DIR) -> Path:
 def pass_lock(lock_dir: Path, board: str) -> Path:
     """Held by one pass (and by flow creation): never two dispatches of a board at once."""
     return lock_dir / f"board-{board}.lock"
+
+
+def endpoint_lock(lock_dir: Path, endpoint: str) -> Path:
+    """Held by a pass while it counts and dispatches against the endpoint's budget: the boards of
+    one endpoint never dispatch at the same time, so no two of them take the same free slot."""
+    return lock_dir / f"endpoint-{endpoint}.lock"
+
+
+def endpoint_state(lock_dir: Path, endpoint: str) -> Path:
+    """What the passes remember of the endpoint between passes: its kind, outages, foreign load."""
+    return lock_dir / f"endpoint-{endpoint}.json"
 
 
 def loop_lock(lock_dir: Path, board: str) -> Path:
