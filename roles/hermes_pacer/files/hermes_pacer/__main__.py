@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__, adopt, board_backup, capped_pass, flows, passlog, settings, subminute, verify
+from . import __version__, adopt, board_backup, flows, passlog, settings, subminute, verify
 from . import board as boards
 from . import keeper as board_keeper
 from .hermes import StopSignals
@@ -265,8 +265,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     if args.command == "subminute":
         return subminute.run(config, env)
     with StopSignals() as stop:  # a stop ends the pass's hermes call before its lock is released
-        code, record = capped_pass.run(config, env, stop)
-        return code if passlog.emit(record, config.log_format) else 1
+        return subminute.once(config, env, stop)
 
 
 def _log_settings_invalid(env: dict[str, str], exc: settings.SettingError) -> None:

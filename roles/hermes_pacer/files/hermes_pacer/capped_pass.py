@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from . import board as boards
-from . import board_health, capacity, host, locking, workers
+from . import board_health, capacity, endpoint_pass, host, locking, passlog, pause, workers
 from .hermes import Hermes, HermesFailed, Stopped, StopSignals
 from .settings import Settings
 
@@ -21,6 +21,8 @@ RECLAIM_REASON = "hermes-pacer: cap overrun (a card completed during the dispatc
 # A lock-file stamp this far in the future means the clock was stepped back since the last
 # dispatch; waiting for the clock to catch up could stop housekeeping for hours.
 CLOCK_SLACK = 5.0
+# The record key (not logged) of the worker pids a loop may watch for a freed slot.
+WATCH = "_watch"
 
 
 def _count(db: Path, board: str) -> tuple[boards.Snapshot, workers.LiveWorkers]:
@@ -36,10 +38,6 @@ def _housekeeping_due(lock_fd: int, every: int, now: float) -> bool:
         return False
     age = now - os.fstat(lock_fd).st_mtime
     return age >= every or age < -CLOCK_SLACK
-
-
-def _warn(record: dict, text: str) -> None:
-    record["warning"] = f"{record['warning']};{text}" if record.get("warning") else text
 
 
 def run(settings: Settings, env: dict[str, str], stop: StopSignals | None = None) -> tuple[int, dict]:
@@ -63,9 +61,14 @@ def _pass(settings: Settings, env: dict[str, str], stop: StopSignals | None, rec
     root = boards.hermes_root(env)
     board = settings.board or boards.current_board(root, env)
     record["board"] = board
+    home = env.get("HOME") or os.path.expanduser("~")
+    stopped = pause.paused(boards.config_path(env).parent, native=Path(home) / ".hermes")
+    if stopped:
+        record.update(reason="paused", warning=stopped)
+        return 0
     caps = boards.native_caps(boards.config_path(env))
     if caps:
-        _warn(record, "native_cap_set:" + ",".join(f"{k}:{v}" for k, v in sorted(caps.items())))
+        passlog.warn(record, "native_cap_set:" + ",".join(f"{k}:{v}" for k, v in sorted(caps.items())))
     try:
         locking.ensure_dir(settings.lock_dir)
         lock_fd = locking.try_lock(host.pass_lock(settings.lock_dir, board))
@@ -87,29 +90,57 @@ def _locked_pass(
 ) -> int:
     board = hermes.board
     db = boards.db_path(root, board, env)
-    cap = settings.max_parallel
     stamp = host.integrity_stamp(settings.lock_dir, board)
     problem = board_health.periodic_check(db, stamp, settings.integrity_check_seconds)
     if problem:
         record.update(reason="board_corrupt", error=board_health.describe(db, problem))
         return 1
-    try:
-        snap, live = _count(db, board)
-    except (boards.BoardUnreadable, OSError) as exc:
-        record.update(reason="count_unknown", error=str(exc))
-        return 1
+    if settings.endpoint is None:
+        try:
+            snap, live = _count(db, board)
+        except (boards.BoardUnreadable, OSError) as exc:
+            record.update(reason="count_unknown", error=str(exc))
+            return 1
+        return _dispatch(settings, hermes, db, lock_fd, snap, live, None, record)
+    return endpoint_pass.run(
+        settings,
+        env,
+        root,
+        db,
+        record,
+        lambda snap, live, allow: _dispatch(settings, hermes, db, lock_fd, snap, live, allow, record),
+    )
+
+
+def _dispatch(
+    settings: Settings,
+    hermes: Hermes,
+    db: Path,
+    lock_fd: int,
+    snap: boards.Snapshot,
+    live: workers.LiveWorkers,
+    allow: endpoint_pass.Allowance | None,
+    record: dict,
+) -> int:
+    """Dispatch the free slots of the board (and of its endpoint, when `allow` is given)."""
+    cap = settings.max_parallel
     if live.foreign:
         # Worker look-alikes of other users: not counted, but worth a look (verify names them too).
-        _warn(record, "foreign_workers_ignored:" + ",".join(map(str, live.foreign[:10])))
+        passlog.warn(record, "foreign_workers_ignored:" + ",".join(map(str, live.foreign[:10])))
     step = capacity.plan(cap, snap.running, live.tasks, live.unattributed)
+    slots = step.slots if allow is None else min(step.slots, allow.slots)
     record.update(
         running=len(snap.running),
         workers=len(live.tasks) + live.unattributed,
         lingering=step.lingering,
         occupied=step.occupied,
-        slots=step.slots,
+        slots=slots,
         ready=snap.ready,
     )
+    if snap.ready and not slots:
+        # Work waits and every slot is taken: the loop watches these workers and passes again as
+        # soon as one ends, instead of waiting for its next tick.
+        record[WATCH] = list(live.pids) if allow is None else allow.pids
     housekeeping = (snap.running or snap.ready or snap.todo) and _housekeeping_due(
         lock_fd, settings.housekeeping_seconds, time.time()
     )
@@ -117,13 +148,16 @@ def _locked_pass(
         if snap.ready == 0:
             record["reason"] = "no_ready"
             return 0
-        if step.slots == 0:
+        if slots == 0:
             record["reason"] = "at_cap"
             return 0
-    record["max"] = step.max_arg
+    # `dispatch --max` counts the board's running cards itself; with no slot, 0 spawns nothing
+    # whatever Hermes counts, and it still reclaims and promotes.
+    max_arg = len(snap.running) + slots if slots else 0
+    record["max"] = max_arg
     try:
         with board_health.keep_open(db):
-            spawned = hermes.dispatch(step.max_arg)
+            spawned = hermes.dispatch(max_arg)
     except HermesFailed as exc:
         record.update(reason=exc.reason, error=exc.detail)
         return 1
@@ -132,22 +166,35 @@ def _locked_pass(
     record["spawned"] = spawned
     if spawned:
         record["reason"] = "dispatched"
-    elif step.slots and snap.ready:
+    elif slots and snap.ready:
         record["reason"] = "none_spawnable"  # ready cards Hermes would not start (no assignee, no profile)
     else:
         record["reason"] = "housekeeping"
     if not spawned:
         return 0
-    return _hand_back_overrun(hermes, cap, db, spawned, record)
+    return _hand_back_overrun(hermes, cap, db, spawned, allow, record)
 
 
-def _hand_back_overrun(hermes: Hermes, cap: int, db: Path, spawned: list[str], record: dict) -> int:
+def _hand_back_overrun(
+    hermes: Hermes,
+    cap: int,
+    db: Path,
+    spawned: list[str],
+    allow: endpoint_pass.Allowance | None,
+    record: dict,
+) -> int:
     try:
         snap, live = _count(db, hermes.board)
     except (boards.BoardUnreadable, OSError) as exc:
         record["error"] = f"recount after dispatch failed: {exc}"
         return 1
     over = capacity.excess(cap, snap.running, live.tasks, spawned, live.unattributed)
+    if allow is not None:
+        # The endpoint's budget: this pass may have taken at most `allow.slots` of it.
+        occupied_now = len(snap.running | live.tasks | frozenset(spawned)) + live.unattributed
+        beyond = max(0, occupied_now - allow.board_occupied - allow.slots)
+        if beyond > len(over):
+            over = spawned[len(spawned) - beyond :]
     reclaimed: list[str] = []
     record["reclaimed"] = reclaimed
     for task_id in reversed(over):

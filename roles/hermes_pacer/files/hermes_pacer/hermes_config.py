@@ -164,8 +164,13 @@ def _indent(line: str) -> int:
 
 
 def parse_kanban(text: str) -> dict[str, object]:
-    """The scalars directly under the top-level `kanban:` key. A later `kanban:` replaces an
-    earlier one and a later key an earlier one, as PyYAML builds the mapping."""
+    """The scalars directly under the top-level `kanban:` key."""
+    return parse_section(text, "kanban")
+
+
+def parse_section(text: str, name: str) -> dict[str, object]:
+    """The scalars directly under the top-level key `name`. A later `name:` replaces an earlier
+    one and a later key an earlier one, as PyYAML builds the mapping."""
     values: dict[str, object] = {}
     lines = text.removeprefix("\ufeff").splitlines()
     index = 0
@@ -173,7 +178,7 @@ def parse_kanban(text: str) -> dict[str, object]:
         line = lines[index]
         index += 1
         top = _KEY.match(line) if line[:1] not in ("", " ", "\t", "#") else None
-        if not top or _key(top) != "kanban":
+        if not top or _key(top) != name:
             continue
         rest = top.group(4)
         flow = _flow_mapping(rest)
@@ -182,7 +187,7 @@ def parse_kanban(text: str) -> dict[str, object]:
             continue
         values = {}
         if re.split(r"\s#|^#", rest.strip(), maxsplit=1)[0].strip():
-            values = {"": UNREADABLE}  # `kanban:` holds a scalar or something not read here
+            values = {"": UNREADABLE}  # the key holds a scalar or something not read here
             continue
         index = _read_block(lines, index, values)
     return values
@@ -217,8 +222,9 @@ def _read_block(lines: list[str], index: int, values: dict[str, object]) -> int:
     return index
 
 
-def read(path: Path) -> KanbanConfig:
-    """Read config.yaml at `path` safely; a missing file is `found=False` with no error."""
+def read(path: Path, section: str = "kanban") -> KanbanConfig:
+    """Read config.yaml at `path` safely (the scalars of `section`); a missing file is
+    `found=False` with no error."""
     result = KanbanConfig(path)
     try:
         data = safefile.read_bytes(path)
@@ -234,7 +240,7 @@ def read(path: Path) -> KanbanConfig:
     except UnicodeDecodeError:
         result.utf8 = False
         text = data.decode("utf-8", "replace")
-    result.values = parse_kanban(text)
+    result.values = parse_section(text, section)
     return result
 
 
@@ -307,3 +313,10 @@ def config_path(env: dict[str, str]) -> Path:
     home = env.get("HERMES_HOME", "").strip()
     base = Path(home) if home else Path(env.get("HOME") or os.path.expanduser("~")) / ".hermes"
     return base / "config.yaml"
+
+
+def model_base_url(config: Path) -> str | None:
+    """`model.base_url` of a config.yaml: the OpenAI-compatible endpoint its agents call; None when
+    it is not set as a plain string (or the file cannot be read safely)."""
+    value = read(config, "model").values.get("base_url")
+    return value.strip() or None if isinstance(value, str) else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import os
 import stat
+import time
 from pathlib import Path
 
 
@@ -39,3 +40,13 @@ def try_lock(path: Path) -> int | None:
         os.close(fd)
         return None
     return fd
+
+
+def lock_within(path: Path, seconds: float, poll: float = 0.05) -> int | None:
+    """Like try_lock, waiting up to `seconds` for another holder to let go."""
+    deadline = time.monotonic() + seconds
+    while True:
+        fd = try_lock(path)
+        if fd is not None or time.monotonic() >= deadline:
+            return fd
+        time.sleep(poll)

@@ -22,6 +22,10 @@ FIELDS = (
     "occupied",
     "slots",
     "ready",
+    "endpoint",
+    "endpoint_cap",
+    "endpoint_used",
+    "foreign",
     "max",
     "spawned",
     "reclaimed",
@@ -51,6 +55,11 @@ FAILED_CLOSED = frozenset(
 )
 
 _write_failed_said = False
+
+
+def warn(record: dict, text: str) -> None:
+    """Add a warning to the record's `warning` field (`;`-separated)."""
+    record["warning"] = f"{record['warning']};{text}" if record.get("warning") else text
 
 
 def _kv_value(value: object) -> str:

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import stat
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,19 @@ class SettingError(ValueError):
 
 
 @dataclass(frozen=True)
+class Endpoint:
+    """The LLM endpoint whose budget the board shares with the other boards that name it."""
+
+    name: str
+    url: str | None  # None: model.base_url of the Hermes home's config.yaml, read by the pass
+    kind: str
+    max_parallel: int
+    boards: tuple[str, ...]  # the host's boards on it (the pass adds its own)
+    timeout: int
+    ramp_seconds: int
+
+
+@dataclass(frozen=True)
 class Settings:
     max_parallel: int
     board: str | None  # None: the board Hermes calls current
@@ -43,6 +57,7 @@ class Settings:
     integrity_check_seconds: int
     runs_per_minute: int
     cap_script: str | None
+    endpoint: Endpoint | None = None
 
 
 def _integer(env: dict[str, str], name: str, default: int, low: int, high: int) -> int:
@@ -92,6 +107,62 @@ def _check_hermes_paths(env: dict[str, str]) -> None:
             raise SettingError(f"{name}={raw!r} is invalid: expected an absolute path")
 
 
+def endpoint_url(name: str, raw: str) -> str:
+    """A base URL the pass may probe: http(s), a host, nothing after it but a path."""
+    parts = urllib.parse.urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        shown = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl() if parts.netloc else raw
+        raise SettingError(
+            f"{name}={shown!r} is invalid: expected an http:// or https:// base URL with a host "
+            "(e.g. http://127.0.0.1:8000/v1), no query or fragment"
+        )
+    try:
+        parts.port  # noqa: B018 - a port that is not a number raises here
+    except ValueError:
+        raise SettingError(f"{name}: the port is invalid: expected a number from 1 to 65535") from None
+    return raw
+
+
+def _endpoint(env: dict[str, str], board: str | None, board_cap: int) -> Endpoint | None:
+    name = env.get("PACER_ENDPOINT", "").strip()
+    if not name:
+        stray = sorted(k for k in env if k.startswith("PACER_ENDPOINT_") and env[k].strip())
+        if stray:
+            raise SettingError(f"{stray[0]} is set but PACER_ENDPOINT is not: expected the endpoint's name")
+        return None
+    if not host.SLUG.match(name):
+        raise SettingError(f"PACER_ENDPOINT={name!r} is invalid: expected a name of {host.SLUG_RULE}")
+    url = env.get("PACER_ENDPOINT_URL", "").strip()
+    kind = env.get("PACER_ENDPOINT_KIND", "").strip() or "auto"
+    if kind not in host.ENDPOINT_KINDS:
+        raise SettingError(
+            f"PACER_ENDPOINT_KIND={kind!r} is invalid: expected one of {', '.join(host.ENDPOINT_KINDS)}"
+        )
+    boards: list[str] = []
+    for raw in env.get("PACER_ENDPOINT_BOARDS", "").split(","):
+        slug = raw.strip()
+        if not slug:
+            continue
+        if not host.SLUG.match(slug):
+            raise SettingError(
+                f"PACER_ENDPOINT_BOARDS: {slug!r} is invalid: expected comma-separated board slugs "
+                f"of {host.SLUG_RULE}"
+            )
+        if slug not in boards:
+            boards.append(slug)
+    if board and board not in boards:
+        boards.append(board)
+    return Endpoint(
+        name=name,
+        url=endpoint_url("PACER_ENDPOINT_URL", url) if url else None,
+        kind=kind,
+        max_parallel=_integer(env, "PACER_ENDPOINT_MAX_PARALLEL", board_cap, 1, 1000),
+        boards=tuple(boards),
+        timeout=_integer(env, "PACER_ENDPOINT_TIMEOUT", 2, 1, 30),
+        ramp_seconds=_integer(env, "PACER_ENDPOINT_RAMP_SECONDS", 60, 0, 3600),
+    )
+
+
 def load(env: dict[str, str] | None = None) -> Settings:
     """Read and validate every setting; raise SettingError on the first bad one."""
     env = dict(os.environ if env is None else env)
@@ -102,9 +173,11 @@ def load(env: dict[str, str] | None = None) -> Settings:
     if not os.path.isabs(lock_dir):
         raise SettingError(f"PACER_LOCK_DIR={lock_dir!r} is invalid: expected an absolute path")
     _check_hermes_paths(env)
+    board = _board(env)
+    max_parallel = _integer(env, "MAX_PARALLEL", 2, 1, 1000)
     return Settings(
-        max_parallel=_integer(env, "MAX_PARALLEL", 2, 1, 1000),
-        board=_board(env),
+        max_parallel=max_parallel,
+        board=board,
         runs_per_minute=_integer(env, "RUNS_PER_MINUTE", 4, 1, 60),
         hermes_timeout=float(_integer(env, "HERMES_TIMEOUT", 60, 1, 3600)),
         housekeeping_seconds=_integer(env, "PACER_HOUSEKEEPING_SECONDS", 60, 0, 86400),
@@ -113,6 +186,7 @@ def load(env: dict[str, str] | None = None) -> Settings:
         log_format=log_format,
         hermes_bin=_hermes_bin(env),
         cap_script=env.get("CAP_SCRIPT", "").strip() or None,
+        endpoint=_endpoint(env, board, max_parallel),
     )
 
 

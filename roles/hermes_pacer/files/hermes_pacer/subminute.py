@@ -16,7 +16,7 @@ import subprocess
 import time
 
 from . import board as boards
-from . import capped_pass, host, locking, passlog
+from . import capped_pass, host, locking, passlog, watch
 from .hermes import DRAIN, GRACE, StopSignals, end_group
 from .settings import Settings
 
@@ -24,6 +24,8 @@ MINUTE = 60.0
 # A CAP_SCRIPT pass that is stopped ends its own hermes call (GRACE, DRAIN) and logs first.
 CAP_SCRIPT_GRACE = GRACE + DRAIN + 2.0
 _CAP_SCRIPT_POLL = 0.2
+# A timer-run pass that watches for a freed slot ends this long before the next tick.
+TICK_MARGIN = 0.5
 
 
 def _emit(settings: Settings, record: dict, code: int) -> int:
@@ -32,11 +34,13 @@ def _emit(settings: Settings, record: dict, code: int) -> int:
     return code if written else 1
 
 
-def _one_pass(settings: Settings, env: dict[str, str], budget: float, stop: StopSignals) -> int:
+def _one_pass(
+    settings: Settings, env: dict[str, str], budget: float, stop: StopSignals
+) -> tuple[int, list[int]]:
+    """A pass's status, and the workers to watch for a freed slot (none for a CAP_SCRIPT pass)."""
     if settings.cap_script is None:
-        code, record = capped_pass.run(settings, env, stop)
-        return code if passlog.emit(record, settings.log_format) else 1
-    return _cap_script_pass(settings, env, budget, stop)
+        return _capped(settings, env, stop)
+    return _cap_script_pass(settings, env, budget, stop), []
 
 
 def _cap_script_pass(settings: Settings, env: dict[str, str], budget: float, stop: StopSignals) -> int:
@@ -61,12 +65,40 @@ def _cap_script_pass(settings: Settings, env: dict[str, str], budget: float, sto
     return _emit(settings, {**record, "reason": "cap_script_timeout", "error": error}, 1)
 
 
-def _guarded_pass(settings: Settings, env: dict[str, str], budget: float, stop: StopSignals) -> int:
+def _guarded_pass(
+    settings: Settings, env: dict[str, str], budget: float, stop: StopSignals
+) -> tuple[int, list[int]]:
     try:
         return _one_pass(settings, env, budget, stop)
     except Exception as exc:  # the loop goes on to its next slot whatever a pass did
         error = f"{type(exc).__name__}: {exc}"
-        return _emit(settings, {"board": settings.board, "reason": "internal_error", "error": error}, 1)
+        return _emit(settings, {"board": settings.board, "reason": "internal_error", "error": error}, 1), []
+
+
+def refill(pass_again, pids: list[int], until: float, clock, sleep, stop: StopSignals) -> int:
+    """Until `until`: each time a watched worker ends, `pass_again()` (its status and the workers to
+    watch next); the worst status of those passes."""
+    worst = 0
+    while pids and watch.wait_for_exit(pids, until, clock, sleep, stop):
+        code, pids = pass_again()
+        worst = max(worst, code)
+    return worst
+
+
+def _capped(settings: Settings, env: dict[str, str], stop: StopSignals) -> tuple[int, list[int]]:
+    code, record = capped_pass.run(settings, env, stop)
+    return (code if passlog.emit(record, settings.log_format) else 1), record.get(capped_pass.WATCH, [])
+
+
+def once(settings: Settings, env: dict[str, str], stop: StopSignals, clock=time.monotonic) -> int:
+    """One capped pass, as a timer or a crontab line runs it. Run by systemd (PACER_SCHEDULER), it
+    then watches until just before the timer's next tick and passes again when a slot frees."""
+    start = clock()
+    code, pids = _capped(settings, env, stop)
+    if env.get("PACER_SCHEDULER") == "systemd":
+        until = start + MINUTE / settings.runs_per_minute - TICK_MARGIN
+        code = max(code, refill(lambda: _capped(settings, env, stop), pids, until, clock, stop.sleep, stop))
+    return code
 
 
 def run(
@@ -101,9 +133,16 @@ def run(
 def _loop(settings: Settings, env: dict[str, str], clock, sleep, stop: StopSignals) -> int:
     interval = MINUTE / settings.runs_per_minute
     start = clock()
+    end = start + MINUTE - TICK_MARGIN  # before cron starts the next loop
+
+    def again() -> tuple[int, list[int]]:
+        return _guarded_pass(settings, env, max(1.0, start + MINUTE - clock()), stop)
+
     worst = 0
+    pids: list[int] = []
     for index in range(settings.runs_per_minute):
         slot = start + index * interval
+        worst = max(worst, refill(again, pids, min(slot, end), clock, sleep, stop))
         now = clock()
         if now >= slot + interval or now >= start + MINUTE:
             continue  # the previous pass overran this slot: skip it, never catch up
@@ -111,6 +150,6 @@ def _loop(settings: Settings, env: dict[str, str], clock, sleep, stop: StopSigna
             sleep(slot - now)
         if stop.received is not None:
             break
-        budget = max(1.0, start + MINUTE - clock())
-        worst = max(worst, _guarded_pass(settings, env, budget, stop))
-    return worst
+        code, pids = again()
+        worst = max(worst, code)
+    return max(worst, refill(again, pids, end, clock, sleep, stop))

@@ -31,6 +31,7 @@ class LiveWorkers:
     tasks: frozenset[str]  # card ids whose worker process is alive
     unattributed: int  # workers whose board could not be read, counted against this board
     foreign: tuple[int, ...] = ()  # pids of worker look-alikes of another uid (any board): not counted
+    pids: tuple[int, ...] = ()  # pids of the workers counted (a loop watches them for a freed slot)
 
 
 def _read(path: str, limit: int) -> tuple[bytes, bool]:
@@ -96,6 +97,7 @@ def scan(board: str, db: Path, proc: str = "/proc", uid: int | None = None) -> L
     tasks: set[str] = set()
     unattributed: set[str] = set()
     foreign: list[int] = []
+    pids: list[int] = []
     for pid, task, owner in lookalikes(proc):
         if owner != uid:
             foreign.append(pid)
@@ -103,10 +105,15 @@ def scan(board: str, db: Path, proc: str = "/proc", uid: int | None = None) -> L
         try:
             if _belongs(f"{proc}/{pid}/environ", board, db_real):
                 tasks.add(task)
+                pids.append(pid)
         except (FileNotFoundError, ProcessLookupError):
             continue  # exited meanwhile
         except OSError:
             unattributed.add(task)  # fail closed: it may be ours
+            pids.append(pid)
     return LiveWorkers(
-        tasks=frozenset(tasks), unattributed=len(unattributed - tasks), foreign=tuple(sorted(foreign))
+        tasks=frozenset(tasks),
+        unattributed=len(unattributed - tasks),
+        foreign=tuple(sorted(foreign)),
+        pids=tuple(sorted(pids)),
     )

@@ -1,0 +1,138 @@
+"""The part of a pass that holds the endpoint's budget: lock, health gate, ramp, the shared count.
+
+Under the endpoint's lock (held across the count and the dispatch, so no two boards take the same
+free slot) the pass probes the endpoint: down, loading or silent, nothing is dispatched
+(`reason=endpoint_down`, rc 0: the pacer did its job). After an outage it starts at most one worker
+a pass until the endpoint has answered for PACER_ENDPOINT_RAMP_SECONDS, so the queue that built up
+during the outage does not land on a server that has just come back. Then it counts every board of
+the endpoint, reads the endpoint's own load, and hands the board its share of what is free.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import board as boards
+from . import budget, endpoint, hermes_config, host, locking, passlog, settings, workers
+from .settings import Settings
+
+# How long a pass waits for another board's pass of the same endpoint (a dispatch takes ~1 s).
+LOCK_WAIT = 10.0
+
+
+@dataclass(frozen=True)
+class Allowance:
+    slots: int  # what this board may start now: its share of the endpoint's free slots
+    board_occupied: int  # what the board held when counted
+    pids: list[int]  # live workers of every board of the endpoint: a loop watches them for a free slot
+
+
+Dispatch = Callable[[boards.Snapshot, workers.LiveWorkers, Allowance], int]
+
+
+def shown(url: str) -> str:
+    """The URL without credentials, for the log."""
+    parts = urllib.parse.urlsplit(url)
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+
+
+def run(
+    settings_: Settings, env: dict[str, str], root: Path, db: Path, record: dict, dispatch: Dispatch
+) -> int:
+    point = settings_.endpoint
+    assert point is not None
+    record.update(endpoint=point.name, endpoint_cap=point.max_parallel)
+    try:
+        fd = locking.lock_within(host.endpoint_lock(settings_.lock_dir, point.name), LOCK_WAIT)
+    except OSError as exc:
+        record.update(reason="lock_unavailable", error=f"endpoint {point.name}: {exc}")
+        return 1
+    if fd is None:
+        record.update(reason="locked", error=f"endpoint {point.name}: its lock was held over {LOCK_WAIT:g}s")
+        return 0
+    try:
+        return _locked(settings_, env, root, db, record, dispatch)
+    finally:
+        os.close(fd)
+
+
+def _locked(
+    settings_: Settings, env: dict[str, str], root: Path, db: Path, record: dict, dispatch: Dispatch
+) -> int:
+    point = settings_.endpoint
+    board = record["board"]
+    state_path = host.endpoint_state(settings_.lock_dir, point.name)
+    state = budget.read_state(state_path)
+    url = point.url or hermes_config.model_base_url(boards.config_path(env))
+    reading = None
+    if url:
+        kind = state.kind if point.kind == "auto" and state.kind else point.kind
+        reading = endpoint.probe(url, kind, point.timeout)
+        if reading.up and point.kind == "auto":
+            state.kind = reading.kind
+    else:
+        passlog.warn(record, "endpoint_unprobed:no_url")
+    now = time.time()
+    ramp = budget.health(state, reading, now, point.ramp_seconds) if reading else False
+    if reading is not None and not reading.up:
+        _save(state_path, state, record)
+        record.update(reason="endpoint_down", error=f"{shown(url)}: {reading.detail}")
+        return 0
+    loads = []
+    for peer in point.boards or (board,):
+        peer_db = db if peer == board else boards.db_path(root, peer, {})
+        try:
+            loads.append(_load(peer, peer_db, own=peer == board))
+        except (boards.BoardUnreadable, OSError) as exc:
+            record.update(reason="count_unknown", error=f"board {peer} of endpoint {point.name}: {exc}")
+            return 1
+    held = budget.budget(point.max_parallel, loads, reading, state, now, ramp)
+    _save(state_path, state, record)
+    own = next(load for load in loads if load.board == board)
+    wants = {
+        load.board: _wants(load, settings_.max_parallel if load is own else _cap_of(load.board))
+        for load in loads
+    }
+    share = budget.share(board, held.free, wants, loads)
+    if ramp:
+        share = min(share, 1)
+        passlog.warn(record, "endpoint_ramp")
+    if held.waiting:
+        passlog.warn(record, f"endpoint_queue:{held.waiting}")
+    record.update(endpoint_used=held.ours + held.foreign, foreign=held.foreign)
+    pids = sorted(pid for load in loads for pid in load.live.pids)
+    return dispatch(own.snapshot, own.live, Allowance(slots=share, board_occupied=own.occupied, pids=pids))
+
+
+def _load(board: str, db: Path, own: bool) -> budget.BoardLoad:
+    if not own and not db.exists():
+        # A board named in the settings that Hermes has not made yet: nothing on it, but a worker
+        # of it would still count.
+        return budget.BoardLoad(board, db, boards.Snapshot(), workers.scan(board, db))
+    return budget.load_board(board, db)
+
+
+def _cap_of(board: str) -> int | None:
+    """The own cap of another board of the endpoint, from its settings file (None: none known)."""
+    try:
+        raw = settings.read_file(host.settings_file(board)).get("MAX_PARALLEL", "")
+    except settings.SettingError:
+        return None
+    return int(raw) if raw.isdigit() else None
+
+
+def _wants(load: budget.BoardLoad, cap: int | None) -> int:
+    ready = load.snapshot.ready
+    return ready if cap is None else min(ready, max(0, cap - load.occupied))
+
+
+def _save(path: Path, state: budget.State, record: dict) -> None:
+    try:
+        budget.write_state(path, state)
+    except OSError as exc:
+        passlog.warn(record, f"endpoint_state_unsaved:{exc.strerror or exc}")
