@@ -17,10 +17,11 @@ class Endpoints:
     def __init__(self):
         self.servers = []
 
-    def start(self, hold: float = 1.0, final_hold: float = 8.0):
+    def start(self, hold: float = 1.0, final_hold: float = 8.0, **shape):
+        """`shape`: fake_llm.serve's flavour and slots."""
         import threading
 
-        server = serve(hold, final_hold)
+        server = serve(hold, final_hold, **shape)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         self.servers.append(server)
         return server

@@ -188,6 +188,9 @@ def _hand_back_overrun(
     except (boards.BoardUnreadable, OSError) as exc:
         record["error"] = f"recount after dispatch failed: {exc}"
         return 1
+    if snap.ready:
+        # Work still waits: the workers now holding the slots are the ones to watch.
+        record[WATCH] = sorted(set(live.pids) | set(allow.pids if allow else ()))
     over = capacity.excess(cap, snap.running, live.tasks, spawned, live.unattributed)
     if allow is not None:
         # The endpoint's budget: this pass may have taken at most `allow.slots` of it.

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import board as boards
-from . import budget, endpoint, hermes_config, host, locking, passlog, settings, workers
+from . import budget, endpoint, hermes_config, host, locking, passlog, workers
 from .settings import Settings
 
 # How long a pass waits for another board's pass of the same endpoint (a dispatch takes ~1 s).
@@ -95,7 +95,7 @@ def _locked(
     _save(state_path, state, record)
     own = next(load for load in loads if load.board == board)
     wants = {
-        load.board: _wants(load, settings_.max_parallel if load is own else _cap_of(load.board))
+        load.board: _wants(load, settings_.max_parallel if load is own else point.caps.get(load.board))
         for load in loads
     }
     share = budget.share(board, held.free, wants, loads)
@@ -115,15 +115,6 @@ def _load(board: str, db: Path, own: bool) -> budget.BoardLoad:
         # of it would still count.
         return budget.BoardLoad(board, db, boards.Snapshot(), workers.scan(board, db))
     return budget.load_board(board, db)
-
-
-def _cap_of(board: str) -> int | None:
-    """The own cap of another board of the endpoint, from its settings file (None: none known)."""
-    try:
-        raw = settings.read_file(host.settings_file(board)).get("MAX_PARALLEL", "")
-    except settings.SettingError:
-        return None
-    return int(raw) if raw.isdigit() else None
 
 
 def _wants(load: budget.BoardLoad, cap: int | None) -> int:

@@ -69,7 +69,7 @@ SETTINGS_KEYS: dict[str, Key] = {
     "PACER_ENDPOINT_URL": Key("its base URL, http:// or https://; unset: model.base_url of config.yaml"),
     "PACER_ENDPOINT_KIND": Key("how its load is read: auto, vllm, llamacpp, ollama or openai"),
     "PACER_ENDPOINT_MAX_PARALLEL": Key("cap on what the endpoint serves at once (all boards, others) 1-1000"),
-    "PACER_ENDPOINT_BOARDS": Key("comma-separated slugs of the host's boards on it, this one too"),
+    "PACER_ENDPOINT_BOARDS": Key("the host's boards on it, this one too: slug:cap,slug:cap"),
     "PACER_ENDPOINT_TIMEOUT": Key("seconds one probe of the endpoint may take, 1-30"),
     "PACER_ENDPOINT_RAMP_SECONDS": Key("after an outage: one new worker a pass for this many seconds"),
 }

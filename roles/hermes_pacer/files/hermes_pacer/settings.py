@@ -41,6 +41,7 @@ class Endpoint:
     kind: str
     max_parallel: int
     boards: tuple[str, ...]  # the host's boards on it (the pass adds its own)
+    caps: dict[str, int]  # their own caps, where the settings say (`slug:cap`)
     timeout: int
     ramp_seconds: int
 
@@ -139,17 +140,21 @@ def _endpoint(env: dict[str, str], board: str | None, board_cap: int) -> Endpoin
             f"PACER_ENDPOINT_KIND={kind!r} is invalid: expected one of {', '.join(host.ENDPOINT_KINDS)}"
         )
     boards: list[str] = []
+    caps: dict[str, int] = {}
     for raw in env.get("PACER_ENDPOINT_BOARDS", "").split(","):
-        slug = raw.strip()
-        if not slug:
+        entry = raw.strip()
+        if not entry:
             continue
-        if not host.SLUG.match(slug):
+        slug, _, cap = entry.partition(":")
+        if not host.SLUG.match(slug) or (cap and not (cap.isdigit() and 1 <= int(cap) <= 1000)):
             raise SettingError(
-                f"PACER_ENDPOINT_BOARDS: {slug!r} is invalid: expected comma-separated board slugs "
-                f"of {host.SLUG_RULE}"
+                f"PACER_ENDPOINT_BOARDS: {entry!r} is invalid: expected comma-separated board slugs "
+                f"of {host.SLUG_RULE}, each with its own cap (1-1000) after a colon if it has one"
             )
         if slug not in boards:
             boards.append(slug)
+        if cap:
+            caps[slug] = int(cap)
     if board and board not in boards:
         boards.append(board)
     return Endpoint(
@@ -158,6 +163,7 @@ def _endpoint(env: dict[str, str], board: str | None, board_cap: int) -> Endpoin
         kind=kind,
         max_parallel=_integer(env, "PACER_ENDPOINT_MAX_PARALLEL", board_cap, 1, 1000),
         boards=tuple(boards),
+        caps=caps,
         timeout=_integer(env, "PACER_ENDPOINT_TIMEOUT", 2, 1, 30),
         ramp_seconds=_integer(env, "PACER_ENDPOINT_RAMP_SECONDS", 60, 0, 3600),
     )

@@ -1,0 +1,189 @@
+"""One GPU, one budget: real Hermes boards sharing one endpoint, its health and its own load.
+
+The endpoint is tests/fake_llm.py in the vLLM shape (/health, /metrics): it counts every request
+in flight, the workers' and the foreign ones (chats for no card), as a real server would.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+from fake_llm import foreign_stream
+from hermes_host import WorkerSampler
+
+pytestmark = pytest.mark.hermes
+
+
+def _records(output: str) -> list[dict]:
+    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+
+
+def _endpoint_env(server, cap: int, boards: str = "default", **extra: str) -> dict[str, str]:
+    return {
+        "PACER_LOG_FORMAT": "json",
+        "PACER_ENDPOINT": "gpu",
+        "PACER_ENDPOINT_URL": f"http://127.0.0.1:{server.server_address[1]}/v1",
+        "PACER_ENDPOINT_KIND": "vllm",
+        "PACER_ENDPOINT_MAX_PARALLEL": str(cap),
+        "PACER_ENDPOINT_BOARDS": boards,
+        **extra,
+    }
+
+
+def _pace_until_done(host, boards: dict[str | None, dict], timeout: float = 300):
+    """One sub-minute loop per board, started again each time it ends (as cron starts one each
+    minute), until every card is done."""
+    sampler = WorkerSampler(host)
+    sampler.start()
+    loops: dict[str | None, subprocess.Popen] = {}
+    logs = dict.fromkeys(boards, "")
+
+    def start(board):
+        env = {**boards[board], **({"BOARD": board} if board else {})}
+        loops[board] = host.subminute(RUNS_PER_MINUTE="30", **env)
+
+    deadline = time.monotonic() + timeout
+    finished = False
+    try:
+        for board in boards:
+            start(board)
+        while not finished and time.monotonic() < deadline:
+            for board, loop in loops.items():
+                if loop.poll() is not None:
+                    logs[board] += loop.communicate()[0]
+                    start(board)
+            finished = all(set(host.statuses(b).values()) == {"done"} for b in boards) and not host.workers()
+            time.sleep(1)
+    finally:
+        for board, loop in loops.items():
+            os.killpg(loop.pid, signal.SIGTERM)
+            logs[board] += loop.communicate()[0]
+        sampler.stop()
+    logs = list(logs.values())
+    assert finished, f"cards not all done: {[host.statuses(b) for b in boards]}\n" + "\n".join(logs)
+    return sampler, logs
+
+
+@pytest.fixture
+def shared(host, llm):
+    """A Hermes home with two boards whose workers (profiles worker, other-worker) call one endpoint."""
+    server = llm.start(hold=1.0, final_hold=6.0, flavour="vllm")
+    port = server.server_address[1]
+    host.configure(port, {"worker": port, "other-worker": port})
+    host.create_board("other")
+    host.endpoint = server
+    return host
+
+
+def test_two_boards_on_one_endpoint_share_its_cap(shared):
+    shared.create_cards(4)
+    shared.create_cards(4, assignee="other-worker", board="other")
+    env = _endpoint_env(shared.endpoint, 2, boards="default,other", MAX_PARALLEL="2")
+
+    sampler, logs = _pace_until_done(shared, {None: env, "other": env})
+
+    stats = shared.endpoint.recorder.stats()
+    assert stats["peak_in_flight"] <= 2, logs
+    assert sampler.peak_total <= 2, (sampler.peak, logs)
+    assert stats["peak_in_flight"] == 2, "the budget was used, not only respected"
+    assert len([r for r in stats["requests"] if r["kind"] == "final"]) == 8
+    # Both boards were served while the other had work: neither waited for the other to finish.
+    records = [record for log in logs for record in _records(log) if record.get("spawned")]
+    assert {record["board"] for record in records} == {"default", "other"}
+
+
+def test_foreign_requests_at_the_endpoint_take_slots(shared):
+    shared.create_cards(4)
+    url = f"http://127.0.0.1:{shared.endpoint.server_address[1]}/v1"
+    stream = foreign_stream(url, 1, hold=3.0)
+    try:
+        _, logs = _pace_until_done(shared, {None: _endpoint_env(shared.endpoint, 3, MAX_PARALLEL="3")})
+    finally:
+        stream.stop()
+
+    stats = shared.endpoint.recorder.stats()
+    assert stats["peak_foreign_in_flight"] == 1, "the interactive stream ran beside the board"
+    assert stats["peak_in_flight"] <= 3, logs
+    foreign = [record["foreign"] for record in _records(logs[0]) if record.get("foreign") is not None]
+    assert max(foreign) == 1, logs
+
+
+@pytest.mark.parametrize("outage", ["down", "loading"])
+def test_an_endpoint_that_is_down_gets_no_worker_then_a_ramp(shared, outage):
+    cards = shared.create_cards(4)
+    env = _endpoint_env(shared.endpoint, 2, MAX_PARALLEL="2", PACER_ENDPOINT_RAMP_SECONDS="3600")
+    shared.endpoint.set_state(outage)
+
+    down = shared.capped(**env)
+
+    (record,) = _records(down.stdout)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert record["reason"] == "endpoint_down" and record["rc"] == 0, record
+    assert str(shared.endpoint.server_address[1]) in record["error"]
+    assert set(shared.statuses().values()) == {"ready"} and not shared.workers()
+
+    shared.endpoint.set_state("up")
+    first, second = (_records(shared.capped(**env).stdout)[0] for _ in range(2))
+
+    # Back up after an outage: one new worker a pass, though the cap has room for two.
+    assert first["reason"] == "dispatched" and len(first["spawned"]) == 1, first
+    assert "endpoint_ramp" in first["warning"]
+    assert second["reason"] == "dispatched" and len(second["spawned"]) == 1, second
+    assert shared.statuses().keys() == set(cards)
+
+
+def test_an_estop_pauses_dispatch_until_it_expires(shared):
+    shared.create_cards(2)
+    estop = shared.root / "ESTOP"
+    estop.write_text(json.dumps({"reason": "maintenance"}))
+
+    paused = shared.capped(PACER_LOG_FORMAT="json")
+
+    (record,) = _records(paused.stdout)
+    assert paused.returncode == 0 and record["reason"] == "paused", record
+    assert set(shared.statuses().values()) == {"ready"} and not shared.workers()
+
+    past = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=1)
+    estop.write_text(json.dumps({"reason": "maintenance", "expires_at": past.isoformat()}))
+    (record,) = _records(shared.capped(PACER_LOG_FORMAT="json").stdout)
+    assert record["reason"] == "dispatched", record
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("PACER_ENDPOINT_URL", "127.0.0.1:8000/v1", "http:// or https://"),
+        ("PACER_ENDPOINT_KIND", "tgi", "auto, vllm, llamacpp, ollama, openai"),
+        ("PACER_ENDPOINT_MAX_PARALLEL", "0", "from 1 to 1000"),
+        ("PACER_ENDPOINT_BOARDS", "default,Bad Board", "board slugs"),
+    ],
+)
+def test_bad_endpoint_settings_are_bad_input(shared, name, value, expected):
+    shared.create_cards(1)
+    proc = shared.capped(**{**_endpoint_env(shared.endpoint, 2), name: value})
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert name in proc.stderr and expected in proc.stderr, proc.stderr
+    assert set(shared.statuses().values()) == {"ready"}
+
+
+def test_a_timer_pass_refills_a_freed_slot_before_its_next_tick(host, llm):
+    """Run by systemd, the pass watches its workers until just before the next tick: a worker that
+    ends while a card waits is replaced by a second pass of the same run."""
+    server = llm.start(hold=0.5, final_hold=0.5)
+    port = server.server_address[1]
+    host.configure(port, {"worker": port})
+    host.create_cards(2)
+
+    proc = host.capped(
+        MAX_PARALLEL="1", RUNS_PER_MINUTE="1", PACER_SCHEDULER="systemd", PACER_LOG_FORMAT="json", timeout=120
+    )
+
+    spawns = [record for record in _records(proc.stdout) if record.get("spawned")]
+    assert len(spawns) == 2, proc.stdout + proc.stderr
+    assert server.recorder.stats()["peak_in_flight"] == 1
