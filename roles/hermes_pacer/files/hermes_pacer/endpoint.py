@@ -23,6 +23,7 @@ certificates with the system's default context. probe() never raises.
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import json
 import math
@@ -30,6 +31,7 @@ import os
 import re
 import socket
 import ssl
+import threading
 import time
 from dataclasses import dataclass
 from urllib.parse import unquote, urljoin, urlsplit
@@ -136,35 +138,59 @@ class _Server:
             )
         else:
             conn = http.client.HTTPConnection(self.host, self.port, timeout=left)
+        watchdog = _Watchdog(left)
         try:
+            conn.connect()
+            watchdog.arm(conn.sock)
             conn.request("GET", target, headers=self.headers)
             response = conn.getresponse()
             if response.status in (301, 302, 303, 307, 308) and response.getheader("Location"):
                 return _Answer(response.status), response.getheader("Location")
-            body, truncated = self._read(conn, response)
+            body, truncated = _read(response)
+            if watchdog.fired:  # the cut socket reads as the end of the body
+                raise TimeoutError
             return _Answer(response.status, body, truncated), None
         except Exception as error:  # every failure is a reading, never a traceback
-            return _Answer(None, error=_failure(error)), None
+            return _Answer(None, error="timed out" if watchdog.fired else _failure(error)), None
         finally:
+            watchdog.cancel()
             conn.close()
 
-    def _read(
-        self, conn: http.client.HTTPConnection, response: http.client.HTTPResponse
-    ) -> tuple[bytes, bool]:
-        """At most BODY_LIMIT bytes, each read within what is left of the deadline."""
-        chunks, size = [], 0
-        while size <= BODY_LIMIT:
-            left = self.deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError
-            if conn.sock is not None:
-                conn.sock.settimeout(min(self.timeout, left))
-            chunk = response.read1(min(65536, BODY_LIMIT + 1 - size))
-            if not chunk:
-                return b"".join(chunks), False
-            chunks.append(chunk)
-            size += len(chunk)
-        return b"".join(chunks)[:BODY_LIMIT], True
+
+class _Watchdog:
+    """Shuts a request's socket when its time is up. The socket timeout bounds each read only: a
+    server that trickles its answer a byte at a time would hold the probe (and the pass) for ever."""
+
+    def __init__(self, seconds: float) -> None:
+        self.end = time.monotonic() + seconds
+        self.fired = False
+        self.timer: threading.Timer | None = None
+
+    def arm(self, sock: socket.socket) -> None:
+        self.timer = threading.Timer(max(0.0, self.end - time.monotonic()), self._fire, (sock,))
+        self.timer.daemon = True
+        self.timer.start()
+
+    def _fire(self, sock: socket.socket) -> None:
+        self.fired = True
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+    def cancel(self) -> None:
+        if self.timer:
+            self.timer.cancel()
+
+
+def _read(response: http.client.HTTPResponse) -> tuple[bytes, bool]:
+    """The body, at most BODY_LIMIT bytes of it; True when there was more."""
+    chunks, size = [], 0
+    while size <= BODY_LIMIT:
+        chunk = response.read1(min(65536, BODY_LIMIT + 1 - size))
+        if not chunk:
+            return b"".join(chunks), False
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)[:BODY_LIMIT], True
 
 
 def _failure(error: BaseException) -> str:
@@ -330,7 +356,7 @@ def _from_metrics(kind: str, page: _Answer) -> Reading:
         if running_name in metrics.bad:
             why = f"/metrics has a malformed {running_name}"
         elif running_name in metrics.cut:
-            why = f"/metrics is over {BODY_LIMIT >> 20} MiB, stopped reading inside {running_name}"
+            why = f"/metrics is over {BODY_LIMIT >> 20} MiB, {running_name} not read whole before it"
         else:
             why = f"/metrics has no {running_name}"
         return Reading(True, kind, None, waiting, f"load not read: {why}")
@@ -400,9 +426,9 @@ def _auto(server: _Server) -> Reading:
             return Reading(False, "auto", None, None, why)
     elif page.status == 200:
         text = page.body.decode("utf-8", "replace")
-        if _names(text, RUNNING["vllm"]):
+        if _names(text, "vllm:"):
             return _vllm(server, page)
-        if _names(text, RUNNING["llamacpp"]):
+        if _names(text, "llamacpp:"):
             return _llamacpp(server, page)
     slots = server.get("/slots")
     if slots.status == 200 and _busy_slots(_json(slots)) is not None:
@@ -414,9 +440,9 @@ def _auto(server: _Server) -> Reading:
     return reading if reading.up else Reading(False, "auto", None, None, reading.detail)
 
 
-def _names(text: str, name: str) -> bool:
-    """The page has a sample line of that metric."""
-    return re.search(rf"^{re.escape(name)}[{{ \t]", text, re.M) is not None
+def _names(text: str, prefix: str) -> bool:
+    """The page has a sample of a metric named with that prefix (the server's own families)."""
+    return re.search(rf"^{re.escape(prefix)}[a-zA-Z0-9_:]*[{{ \t]", text, re.M) is not None
 
 
 def _is_ps(answer: _Answer) -> bool:
