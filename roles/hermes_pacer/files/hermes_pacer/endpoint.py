@@ -118,7 +118,8 @@ class _Server:
             answer, location = self._get_once(target)
             if location is None:
                 return answer
-            moved = urlsplit(urljoin(f"{self.scheme}://{self.host}:{self.port}{target}", location))
+            netloc = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+            moved = urlsplit(urljoin(f"{self.scheme}://{netloc}{target}", location))
             try:
                 same = (moved.scheme, moved.hostname, moved.port or (443 if moved.scheme == "https" else 80))
             except ValueError:
