@@ -1,0 +1,126 @@
+"""The fake LLM endpoint itself: what it records and how its slots and outage switch behave."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from fake_llm import FakeLLM, foreign_stream, serve
+
+FAKE = Path(__file__).with_name("fake_llm.py")
+
+
+@pytest.fixture
+def server():
+    started: list[FakeLLM] = []
+
+    def start(**options) -> tuple[FakeLLM, str]:
+        fake = serve(0.05, 0.05, **options)
+        threading.Thread(target=fake.serve_forever, args=(0.05,), daemon=True).start()
+        started.append(fake)
+        return fake, f"http://127.0.0.1:{fake.server_address[1]}"
+
+    yield start
+    for fake in started:
+        fake.set_state("down")  # cut what is still held
+        fake.shutdown()
+        fake.server_close()
+
+
+def until(check, what: str, limit: float = 20.0) -> None:
+    end = time.monotonic() + limit
+    while not check():
+        assert time.monotonic() < end, f"still not {what} after {limit:g}s"
+        time.sleep(0.02)
+
+
+def post(url: str, payload: object) -> tuple[int, dict]:
+    request = urllib.request.Request(url, json.dumps(payload).encode(), {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_a_workers_request_is_recorded_with_its_card_and_not_as_foreign(server):
+    fake, root = server()
+    tools = [{"type": "function", "function": {"name": "kanban_complete"}}]
+    prompt = {"role": "user", "content": "work kanban task t_1a2b"}
+    status, answer = post(root + "/v1/chat/completions", {"messages": [prompt], "tools": tools})
+    assert status == 200 and answer["choices"][0]["finish_reason"] == "tool_calls"
+    status, _ = post(root + "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]})
+    assert status == 200
+    stats = fake.recorder.stats()
+    assert [(entry["task"], entry["foreign"]) for entry in stats["requests"]] == [
+        ("t_1a2b", False),
+        ("", True),
+    ]
+    assert stats["in_flight"] == 0 and stats["peak_foreign_in_flight"] == 1
+
+
+def test_slots_hold_the_rest_waiting_and_an_outage_cuts_the_waiting_too(server):
+    fake, root = server(flavour="vllm", slots=2)
+    stream = foreign_stream(root, concurrency=5, hold=30)
+    try:
+        until(lambda: fake.gate.load() == (2, 3), "2 processing and 3 waiting")
+        assert fake.recorder.stats()["in_flight"] == 5
+        fake.set_state("down")
+        until(lambda: fake.recorder.stats()["in_flight"] == 0, "all cut")
+        assert fake.gate.load() == (0, 0)
+        assert fake.recorder.stats()["peak_in_flight"] == 5
+    finally:
+        stream.stop()
+
+
+def test_reset_keeps_what_is_in_flight_as_the_new_peak(server):
+    fake, root = server()
+    stream = foreign_stream(root + "/v1", concurrency=2, hold=30)
+    try:
+        until(lambda: fake.recorder.stats()["in_flight"] == 2, "2 in flight")
+        assert post(root + "/reset", {}) == (200, {"ok": True})
+        stats = fake.recorder.stats()
+        assert (stats["peak_in_flight"], stats["peak_foreign_in_flight"]) == (2, 2)
+    finally:
+        stream.stop()
+
+
+def test_a_request_may_set_its_own_hold(server):
+    fake, root = server()
+    fake.final_hold = 600  # a chat without fake_hold would outlast the test
+    status, _ = post(root + "/v1/chat/completions", {"messages": [], "fake_hold": 0})
+    assert status == 200
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [({"flavour": "tgi"}, "vllm, llamacpp, ollama, openai"), ({"slots": 0}, "at least 1")],
+)
+def test_bad_options_are_refused_with_the_accepted_values(options, message):
+    with pytest.raises(ValueError, match=message):
+        serve(1, 1, **options)
+
+
+def test_the_command_line_takes_flavour_and_slots(tmp_path):
+    port_file = tmp_path / "port"
+    process = subprocess.Popen(
+        [sys.executable, str(FAKE), "--flavour", "llamacpp", "--slots", "2", "--port-file", str(port_file)]
+    )
+    try:
+        until(lambda: port_file.exists() and port_file.read_text(), "listening")
+        root = f"http://127.0.0.1:{port_file.read_text()}"
+        with urllib.request.urlopen(root + "/slots", timeout=10) as response:
+            assert [slot["is_processing"] for slot in json.loads(response.read())] == [False, False]
+        assert post(root + "/control", {"state": "down"}) == (200, {"state": "down"})
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    bad = subprocess.run([sys.executable, str(FAKE), "--slots", "0"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "at least 1" in bad.stderr
