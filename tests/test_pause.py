@@ -193,3 +193,17 @@ def test_now_defaults_to_the_clock(native):
     assert pause.paused(native, native=native) is None
     arm(native, {"expires_at": "9999-01-01T00:00:00Z"})
     assert pause.paused(native, native=native) is not None
+
+
+def test_the_pass_environment_names_the_home(tmp_path, native):
+    profile = native / "profiles" / "coder"
+    profile.mkdir(parents=True)
+    arm(native, {})
+    home = {"HOME": str(tmp_path)}
+    assert pause.paused_env(home, NOW).startswith(str(native / "ESTOP"))
+    assert pause.paused_env({**home, "HERMES_HOME": " "}, NOW).startswith(str(native / "ESTOP"))
+    assert pause.paused_env({**home, "HERMES_HOME": str(profile)}, NOW).startswith(str(native / "ESTOP"))
+    (native / "ESTOP").unlink()
+    arm(profile, {})
+    assert pause.paused_env(home, NOW) is None
+    assert pause.paused_env({**home, "HERMES_HOME": str(profile)}, NOW).startswith(str(profile / "ESTOP"))

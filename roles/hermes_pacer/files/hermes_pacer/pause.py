@@ -71,6 +71,14 @@ def paused(hermes_home: Path, now: float | None = None, native: Path | None = No
     return None
 
 
+def paused_env(env: dict[str, str], now: float | None = None) -> str | None:
+    """paused() for a pass run with `env`: its HERMES_HOME, unset or blank meaning HOME/.hermes (the
+    Hermes user's root home, where the pacer's `dispatch` runs)."""
+    native = Path(env.get("HOME") or Path.home()) / ".hermes"
+    home = env.get("HERMES_HOME", "").strip()
+    return paused(Path(home) if home else native, now=now, native=native)
+
+
 def _hold(path: Path, now: float) -> str | None:
     try:
         os.lstat(path)
