@@ -340,22 +340,22 @@ class Handler(BaseHTTPRequestHandler):
         entry = recorder.start("final" if final else "tool", _task_of(body))
         epoch = gate.acquire()
         cut = epoch is None or not gate.hold(epoch, hold)
+        # The request ends when its work does, before the answer is written: a client that sends
+        # its next request as soon as it has the answer never overlaps itself in the record.
+        if epoch is not None:
+            gate.release()
+        recorder.end(entry, cut=cut)
+        if cut:
+            self.close_connection = True  # cut by an outage: the client gets no answer
+            return
+        chunks = _final_chunks() if final else _tool_chunks()
         try:
-            if cut:
-                self.close_connection = True  # cut by an outage: the client gets no answer
-                return
-            chunks = _final_chunks() if final else _tool_chunks()
-            try:
-                if body.get("stream"):
-                    self._stream(chunks)
-                else:
-                    self._json(200, _as_completion(chunks))
-            except (BrokenPipeError, ConnectionResetError):
-                self.close_connection = True
-        finally:
-            if epoch is not None:
-                gate.release()
-            recorder.end(entry, cut=cut)
+            if body.get("stream"):
+                self._stream(chunks)
+            else:
+                self._json(200, _as_completion(chunks))
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
 
     def _stream(self, deltas: list[tuple[dict, str | None]]) -> None:
         self.send_response(200)

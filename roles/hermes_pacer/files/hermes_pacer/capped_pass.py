@@ -29,6 +29,17 @@ def _count(db: Path, board: str) -> tuple[boards.Snapshot, workers.LiveWorkers]:
     return boards.snapshot(db), workers.scan(board, db)
 
 
+def _binding_native_caps(caps: dict[str, str], settings: Settings) -> dict[str, str]:
+    """The native caps that can cut a pass's slots. On Hermes 0.20+ the role sets max_in_progress
+    to the sum of the pacer's caps (unset, it would be derived from memory): a value at least the
+    cap this pass works to never binds, on 0.16-0.19 neither while the host's boards stay under it."""
+    cap = settings.endpoint.max_parallel if settings.endpoint else settings.max_parallel
+    value = caps.get("max_in_progress", "")
+    if value.isdigit() and int(value) >= cap:
+        caps = {key: text for key, text in caps.items() if key != "max_in_progress"}
+    return caps
+
+
 def _housekeeping_due(lock_fd: int, every: int, now: float) -> bool:
     """Whether Hermes' own bookkeeping (stale and crashed claims, promotion) is due.
 
@@ -61,12 +72,11 @@ def _pass(settings: Settings, env: dict[str, str], stop: StopSignals | None, rec
     root = boards.hermes_root(env)
     board = settings.board or boards.current_board(root, env)
     record["board"] = board
-    home = env.get("HOME") or os.path.expanduser("~")
-    stopped = pause.paused(boards.config_path(env).parent, native=Path(home) / ".hermes")
+    stopped = pause.paused_env(env)
     if stopped:
         record.update(reason="paused", warning=stopped)
         return 0
-    caps = boards.native_caps(boards.config_path(env))
+    caps = _binding_native_caps(boards.native_caps(boards.config_path(env)), settings)
     if caps:
         passlog.warn(record, "native_cap_set:" + ",".join(f"{k}:{v}" for k, v in sorted(caps.items())))
     try:
