@@ -82,7 +82,9 @@ def rendered(tmp_path_factory):
     return {s: _render(tmp_path_factory.mktemp(s), s) for s in ("systemd", "cron")}
 
 
-def _render(tmp_path: Path, scheduler: str) -> tuple[Path, Path]:
+def _render(
+    tmp_path: Path, scheduler: str, boards: list[dict] = BOARDS, endpoints: list[dict] = ENDPOINTS
+) -> tuple[Path, Path]:
     """(the private /etc, the Hermes home) after the role's templates rendered into them."""
     etc, home = tmp_path / "etc", tmp_path / "home"
     for folder in (etc / "hermes-pacer", etc / "systemd" / "system", etc / "cron.d", home):
@@ -90,8 +92,8 @@ def _render(tmp_path: Path, scheduler: str) -> tuple[Path, Path]:
     playbook = tmp_path / "render.yml"
     playbook.write_text(PLAY.format(role=ROLE, backup_units=BACKUP_UNITS))
     extra = {
-        "hermes_pacer_boards": BOARDS,
-        "hermes_pacer_endpoints": ENDPOINTS,
+        "hermes_pacer_boards": boards,
+        "hermes_pacer_endpoints": endpoints,
         "hermes_pacer_effective_scheduler": scheduler,
         "hermes_pacer_user_home": str(home),
         "hermes_pacer_bin": shutil.which("true"),
@@ -234,6 +236,38 @@ def test_no_rendered_unit_takes_another_ones_name(rendered):
         word for b in BOARDS for word in ("--board", b["name"])
     ]
     assert len(list(host.settings_dir(etc).glob(f"*{host.SETTINGS_SUFFIX}"))) == len(BOARDS)
+
+
+@pytest.mark.parametrize(
+    ("endpoints", "expected"),
+    [
+        # Implicit: two boards at caps 1 and 3 share 3, as one board at 3 did alone.
+        ([], {"PACER_ENDPOINT_MAX_PARALLEL": "3", "PACER_ENDPOINT_KIND": "auto"}),
+        # Declared, `local` replaces the implicit endpoint: its cap, url and kind apply.
+        (
+            [{"name": "local", "url": "https://llm.internal/v1", "max_parallel": 8, "kind": "llamacpp"}],
+            {
+                "PACER_ENDPOINT_MAX_PARALLEL": "8",
+                "PACER_ENDPOINT_KIND": "llamacpp",
+                "PACER_ENDPOINT_URL": "https://llm.internal/v1",
+            },
+        ),
+    ],
+    ids=["implicit", "declared"],
+)
+def test_the_boards_that_name_no_endpoint_share_local(tmp_path, endpoints, expected):
+    boards = [{"name": "default", "max_parallel": 1}, {"name": "ops", "max_parallel": 3}]
+    etc, _ = _render(tmp_path, "cron", boards, endpoints)
+    for board in boards:
+        values = settings.read_file(host.settings_file(board["name"], host.settings_dir(etc)))
+        assert values["MAX_PARALLEL"] == str(board["max_parallel"])
+        endpoint = {key: value for key, value in values.items() if key.startswith("PACER_ENDPOINT_")}
+        assert endpoint == expected | {
+            "PACER_ENDPOINT_BOARDS": "default,ops",
+            "PACER_ENDPOINT_TIMEOUT": "2",
+            "PACER_ENDPOINT_RAMP_SECONDS": "60",
+        }
+        assert values["PACER_ENDPOINT"] == "local"
 
 
 def test_the_keeper_under_its_old_name_is_no_pacer(tmp_path):
