@@ -307,3 +307,28 @@ def config_path(env: dict[str, str]) -> Path:
     home = env.get("HERMES_HOME", "").strip()
     base = Path(home) if home else Path(env.get("HOME") or os.path.expanduser("~")) / ".hermes"
     return base / "config.yaml"
+
+
+def model_base_url(path: Path) -> str | None:
+    """model.base_url of a Hermes config.yaml: the endpoint that home's workers call. None when the
+    file is missing or refused, `model:` is a bare model name, or the key is unset or not a string
+    this reader resolves. Read as `kanban:` is: safefile, the last top-level `model:` wins."""
+    try:
+        text = safefile.read_bytes(path).decode("utf-8", "replace")
+    except OSError:
+        return None
+    values: dict[str, object] = {}
+    lines = text.removeprefix("\ufeff").splitlines()
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        index += 1
+        top = _KEY.match(line) if line[:1] not in ("", " ", "\t", "#") else None
+        if not top or _key(top) != "model":
+            continue
+        flow = _flow_mapping(top.group(4))
+        values = flow if flow is not None else {}
+        if flow is None and not re.split(r"\s#|^#", top.group(4).strip(), maxsplit=1)[0].strip():
+            index = _read_block(lines, index, values)
+    url = values.get("base_url")
+    return url.strip() if isinstance(url, str) and url.strip() else None
