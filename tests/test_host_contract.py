@@ -23,11 +23,13 @@ from hermes_pacer import cronrules, host, paths, settings
 REPO = Path(__file__).resolve().parent.parent
 ROLE = REPO / "roles" / "hermes_pacer"
 
-# `keeper` is a valid slug: its pacer must not take the board keeper's names.
+# `keeper` is a valid slug: its pacer must not take the board keeper's names. ops and keeper share
+# the endpoint gpu0 (keeper without a cap of its own: the endpoint's), default is on `local`.
+ENDPOINTS = [{"name": "gpu0", "url": "http://127.0.0.1:8000/v1", "max_parallel": 3, "kind": "vllm"}]
 BOARDS = [
     {"name": "default", "max_parallel": 2, "runs_per_minute": 12},
-    {"name": "ops", "max_parallel": 1, "runs_per_minute": 6},
-    {"name": "keeper", "max_parallel": 3, "runs_per_minute": 4},
+    {"name": "ops", "max_parallel": 1, "runs_per_minute": 6, "endpoint": "gpu0"},
+    {"name": "keeper", "runs_per_minute": 4, "endpoint": "gpu0"},
 ]
 BACKUP_UNITS = ["hermes-board-backup.service", "hermes-board-backup.timer"]
 
@@ -80,7 +82,9 @@ def rendered(tmp_path_factory):
     return {s: _render(tmp_path_factory.mktemp(s), s) for s in ("systemd", "cron")}
 
 
-def _render(tmp_path: Path, scheduler: str) -> tuple[Path, Path]:
+def _render(
+    tmp_path: Path, scheduler: str, boards: list[dict] = BOARDS, endpoints: list[dict] = ENDPOINTS
+) -> tuple[Path, Path]:
     """(the private /etc, the Hermes home) after the role's templates rendered into them."""
     etc, home = tmp_path / "etc", tmp_path / "home"
     for folder in (etc / "hermes-pacer", etc / "systemd" / "system", etc / "cron.d", home):
@@ -88,7 +92,8 @@ def _render(tmp_path: Path, scheduler: str) -> tuple[Path, Path]:
     playbook = tmp_path / "render.yml"
     playbook.write_text(PLAY.format(role=ROLE, backup_units=BACKUP_UNITS))
     extra = {
-        "hermes_pacer_boards": BOARDS,
+        "hermes_pacer_boards": boards,
+        "hermes_pacer_endpoints": endpoints,
         "hermes_pacer_effective_scheduler": scheduler,
         "hermes_pacer_user_home": str(home),
         "hermes_pacer_bin": shutil.which("true"),
@@ -129,7 +134,7 @@ def _settings(etc: Path, board: dict, scheduler: str, home: Path) -> dict[str, s
     loaded = settings.load(values)
     assert (loaded.board, loaded.max_parallel, loaded.runs_per_minute) == (
         board["name"],
-        board["max_parallel"],
+        board.get("max_parallel", ENDPOINTS[0]["max_parallel"]),
         board["runs_per_minute"],
     )
     missing = [key for key in host.required_keys(scheduler) if not values.get(key)]
@@ -150,6 +155,36 @@ def test_role_defaults_are_the_host_defaults():
     # The keeper's name before 0.2.0 is a board's pacing unit now: converge removes the keeper there.
     assert role_vars["_hermes_pacer_old_keeper_unit"] == host.unit_name("keeper")
     assert set(host.SCRIPT_NAMES) <= set(role_vars["hermes_pacer_script_names"])
+    assert tuple(role_vars["_hermes_pacer_endpoint_kinds"]) == host.ENDPOINT_KINDS
+    spec = yaml.safe_load((ROLE / "meta" / "argument_specs.yml").read_text())["argument_specs"]["main"]
+    kind = spec["options"]["hermes_pacer_endpoints"]["options"]["kind"]
+    assert tuple(kind["choices"]) == host.ENDPOINT_KINDS
+
+
+@pytest.mark.parametrize("scheduler", ["systemd", "cron"])
+def test_the_settings_files_carry_the_endpoint_budget(rendered, scheduler):
+    """Each board's file names its endpoint, the endpoint's cap and url (when known) and every
+    board on it; the boards that name none share `local`, whose url the pass reads from config.yaml."""
+    etc, home = rendered[scheduler]
+    common = {"PACER_ENDPOINT_TIMEOUT": "2", "PACER_ENDPOINT_RAMP_SECONDS": "60"}
+    gpu0 = common | {
+        "PACER_ENDPOINT": "gpu0",
+        "PACER_ENDPOINT_URL": "http://127.0.0.1:8000/v1",
+        "PACER_ENDPOINT_KIND": "vllm",
+        "PACER_ENDPOINT_MAX_PARALLEL": "3",
+        "PACER_ENDPOINT_BOARDS": "keeper,ops",
+    }
+    local = common | {
+        "PACER_ENDPOINT": "local",
+        "PACER_ENDPOINT_KIND": "auto",
+        "PACER_ENDPOINT_MAX_PARALLEL": "2",
+        "PACER_ENDPOINT_BOARDS": "default",
+    }
+    for board, expected in (("default", local), ("ops", gpu0), ("keeper", gpu0)):
+        values = _settings(etc, next(b for b in BOARDS if b["name"] == board), scheduler, home)
+        endpoint = {key: value for key, value in values.items() if key.startswith("PACER_ENDPOINT")}
+        assert endpoint == expected, board
+        assert all(key in host.SETTINGS_KEYS for key in values)
 
 
 def test_the_systemd_units_run_the_settings_files(rendered):
@@ -201,6 +236,38 @@ def test_no_rendered_unit_takes_another_ones_name(rendered):
         word for b in BOARDS for word in ("--board", b["name"])
     ]
     assert len(list(host.settings_dir(etc).glob(f"*{host.SETTINGS_SUFFIX}"))) == len(BOARDS)
+
+
+@pytest.mark.parametrize(
+    ("endpoints", "expected"),
+    [
+        # Implicit: two boards at caps 1 and 3 share 3, as one board at 3 did alone.
+        ([], {"PACER_ENDPOINT_MAX_PARALLEL": "3", "PACER_ENDPOINT_KIND": "auto"}),
+        # Declared, `local` replaces the implicit endpoint: its cap, url and kind apply.
+        (
+            [{"name": "local", "url": "https://llm.internal/v1", "max_parallel": 8, "kind": "llamacpp"}],
+            {
+                "PACER_ENDPOINT_MAX_PARALLEL": "8",
+                "PACER_ENDPOINT_KIND": "llamacpp",
+                "PACER_ENDPOINT_URL": "https://llm.internal/v1",
+            },
+        ),
+    ],
+    ids=["implicit", "declared"],
+)
+def test_the_boards_that_name_no_endpoint_share_local(tmp_path, endpoints, expected):
+    boards = [{"name": "default", "max_parallel": 1}, {"name": "ops", "max_parallel": 3}]
+    etc, _ = _render(tmp_path, "cron", boards, endpoints)
+    for board in boards:
+        values = settings.read_file(host.settings_file(board["name"], host.settings_dir(etc)))
+        assert values["MAX_PARALLEL"] == str(board["max_parallel"])
+        endpoint = {key: value for key, value in values.items() if key.startswith("PACER_ENDPOINT_")}
+        assert endpoint == expected | {
+            "PACER_ENDPOINT_BOARDS": "default,ops",
+            "PACER_ENDPOINT_TIMEOUT": "2",
+            "PACER_ENDPOINT_RAMP_SECONDS": "60",
+        }
+        assert values["PACER_ENDPOINT"] == "local"
 
 
 def test_the_keeper_under_its_old_name_is_no_pacer(tmp_path):

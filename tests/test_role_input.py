@@ -51,6 +51,30 @@ CASES = [
         "hermes_pacer_flows[0] (flow f) steps[0] (step a): title='' is invalid: expected a non-empty string",
     ),
     ({"hermes_agent_profiles": ["Not A Profile"]}, "hermes_agent_profiles must be"),
+    *[
+        ({"hermes_pacer_endpoints": [{"name": "gpu0", "max_parallel": 4} | endpoint]}, message)
+        for endpoint, message in [
+            ({"url": "10.0.0.5:8000/v1"}, "hermes_pacer_endpoints[0] is invalid"),
+            ({"url": "ftp://10.0.0.5/v1"}, "url http://host[:port][/path] or https://"),
+            ({"url": "http://10.0.0.5:8000/v%31"}, "without whitespace, quotes, $, backslash or %"),
+            ({"url": "http://10.0.0.5", "max_parallel": 0}, "max_parallel an integer from 1 to 1000"),
+            ({"url": "http://10.0.0.5", "max_parallel": 1001}, "hermes_pacer_endpoints[0] is invalid"),
+            ({"url": "http://10.0.0.5", "max_parallel": "four"}, "max_parallel"),
+            ({"url": "http://10.0.0.5", "kind": "tgi"}, "auto, vllm, llamacpp, ollama, openai"),
+            ({"url": "http://10.0.0.5", "name": "GPU 0"}, "name must be a slug"),
+        ]
+    ],
+    ({"hermes_pacer_endpoints": [{"name": "gpu0", "max_parallel": 4}]}, "only `local` may leave it out"),
+    (
+        {"hermes_pacer_endpoints": [{"name": "a", "url": "http://x", "max_parallel": 1}] * 2},
+        "hermes_pacer_endpoints must have distinct names (got a, a)",
+    ),
+    (
+        {"hermes_pacer_boards": [{"name": "default", "endpoint": "gpu9"}]},
+        "hermes_pacer_boards[0] (default) is invalid: endpoint=gpu9 is not an endpoint: expected one of",
+    ),
+    ({"hermes_pacer_endpoint_timeout": 31}, "hermes_pacer_endpoint_timeout an integer from 1 to 30 (got 31)"),
+    ({"hermes_pacer_endpoint_ramp_seconds": -1}, "hermes_pacer_endpoint_ramp_seconds an integer from 0"),
 ]
 
 
@@ -87,3 +111,13 @@ def test_systemd_is_refused_where_it_is_not_pid_1():
     play = _play({"hermes_pacer_scheduler": "systemd"})
     assert play.returncode != 0
     assert "hermes_pacer_scheduler=systemd but systemd is not PID 1" in play.stdout
+
+
+def test_an_endpoint_url_with_credentials_is_refused_without_showing_them():
+    url = "https://pacer:s3cret-token@gpu.example.net/v1"
+    play = _play({"hermes_pacer_endpoints": [{"name": "gpu0", "url": url, "max_parallel": 4}]})
+    assert play.returncode != 0
+    text = " ".join(play.stdout.split())
+    assert "a url without user:password@" in text and "credentials: gpu0" in text, play.stdout[-3000:]
+    assert "s3cret" not in play.stdout + play.stderr
+    assert "changed=0" in play.stdout.split("PLAY RECAP", 1)[1]

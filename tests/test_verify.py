@@ -181,3 +181,32 @@ def test_a_hermes_cron_job_that_dispatches_is_a_second_path(paced):
     assert code == 1
     assert sorted(p["kind"] for p in _board(report)["paths"]) == ["hermes-cron", "pacer"]
     assert "job dispatcher runs a dispatch" in text
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["declared", "local"])
+def test_a_profile_calling_another_endpoint_is_a_warning(paced, declared):
+    """A profile whose model.base_url is not the board's endpoint: its workers are outside the
+    budget. The root home's url matches (trailing / and /v1 aside); credentials are never shown."""
+    url = f"http://127.0.0.1:{paced.endpoint.server_address[1]}/v1"
+    path = host.settings_file("default", host.settings_dir(paced.etc))
+    endpoint = {
+        "PACER_ENDPOINT": "gpu0",
+        "PACER_ENDPOINT_MAX_PARALLEL": "4",
+        "PACER_ENDPOINT_BOARDS": "default",
+    }
+    if declared:
+        endpoint["PACER_ENDPOINT_URL"] = url.removesuffix("/v1") + "/"
+    else:
+        endpoint["PACER_ENDPOINT"] = "local"
+    path.write_text(path.read_text() + "".join(f"{key}={value}\n" for key, value in endpoint.items()))
+    profile = paced.root / "profiles" / "worker" / "config.yaml"
+    profile.write_text(profile.read_text().replace(url, "http://pacer:s3cret@10.9.9.9:8000/v1"))
+    code, report, text = _verify(paced)
+    assert code == 0, text  # a warning, not a failure
+    warnings = [w for w in report["warnings"] if "model.base_url" in w]
+    assert len(warnings) == 1, report["warnings"]
+    assert f"profile worker ({profile}) calls http://10.9.9.9:8000/v1" in warnings[0]
+    assert f"not the endpoint of board default (endpoint {endpoint['PACER_ENDPOINT']}" in warnings[0]
+    assert "s3cret" not in text + json.dumps(report)
+    shown = endpoint.get("PACER_ENDPOINT_URL") or f"{url} from model.base_url of {paced.root / 'config.yaml'}"
+    assert f"endpoint {endpoint['PACER_ENDPOINT']} (cap 4, {shown})" in text

@@ -50,6 +50,7 @@ class BoardReport:
     verdict: str = ""
     problems: list[str] = field(default_factory=list)
     queue: dict = field(default_factory=dict)
+    endpoint: dict = field(default_factory=dict)  # name, cap, url (credentials stripped), url_from
 
 
 # --- the managed pacer's recent passes ---------------------------------------------------------
@@ -365,6 +366,66 @@ def _refused_checks(refused: list[str]) -> list[Check]:
     ]
 
 
+# --- the LLM endpoint each board's workers call -------------------------------------------------
+
+
+def _without_credentials(url: str) -> str:
+    scheme, sep, rest = url.strip().partition("://")
+    netloc, slash, path = rest.partition("/")
+    return f"{scheme}{sep}{netloc.rpartition('@')[2]}{slash}{path}"
+
+
+def _same_endpoint(url: str) -> str:
+    """A base URL as compared: no credentials, no trailing / or /v1, scheme and host lowercased."""
+    scheme, sep, rest = _without_credentials(url).rstrip("/").removesuffix("/v1").rstrip("/").partition("://")
+    netloc, slash, path = rest.partition("/")
+    return f"{scheme.lower()}{sep}{netloc.lower()}{slash}{path}"
+
+
+def _endpoint(pacer: paths.Pacer) -> dict:
+    """The endpoint of a board as its settings file says; its url, when the file has none, is what
+    the pass reads: model.base_url of the Hermes home's config.yaml. {} for a file without one."""
+    name = pacer.env.get("PACER_ENDPOINT", "")
+    if not name:
+        return {}
+    cap = pacer.env.get("PACER_ENDPOINT_MAX_PARALLEL", "")
+    url, url_from = pacer.env.get("PACER_ENDPOINT_URL", ""), "settings"
+    if not url:
+        config = hermes_config.config_path(pacer.env)
+        url, url_from = hermes_config.model_base_url(config) or "", f"model.base_url of {config}"
+    return {
+        "name": name,
+        "cap": int(cap) if cap.isdigit() else None,
+        "url": _without_credentials(url) if url else "",
+        "url_from": url_from,
+    }
+
+
+def _endpoint_warnings(root: Path, pacers: list[paths.Pacer]) -> list[str]:
+    """A Hermes home of `root` whose model.base_url is the endpoint of none of the root's boards:
+    its workers load an endpoint whose budget does not count them, or count where they do not load."""
+    boards: dict[str, list[str]] = {}
+    for pacer in pacers:
+        endpoint = _endpoint(pacer)
+        if endpoint.get("url"):
+            boards.setdefault(_same_endpoint(endpoint["url"]), []).append(
+                f"board {pacer.board} (endpoint {endpoint['name']}, {endpoint['url']})"
+            )
+    warnings = []
+    for home in host.hermes_homes(root, include_links=False) if boards else []:
+        config = home / "config.yaml"
+        url = hermes_config.model_base_url(config)
+        if url is None or _same_endpoint(url) in boards:
+            continue
+        who = f"profile {home.name}" if home != root else "the root home"
+        named = "; ".join(board for found in boards.values() for board in found)
+        warnings.append(
+            f"{who} ({config}) calls {_without_credentials(url)} (model.base_url), not the endpoint of "
+            f"{named}: its workers' requests are not counted in that endpoint's budget"
+        )
+    return warnings
+
+
 # --- the report --------------------------------------------------------------------------------
 
 
@@ -372,7 +433,7 @@ def _board_report(
     key: str, slug: str, pacer: paths.Pacer | None, found: list[paths.DispatchPath], now: float
 ) -> tuple[BoardReport, list[Check]]:
     checks: list[Check] = []
-    report = BoardReport(slug, key, pacer.cap if pacer else None)
+    report = BoardReport(slug, key, pacer.cap if pacer else None, endpoint=_endpoint(pacer) if pacer else {})
     if pacer and not pacer.problem:
         _pacer_report(pacer, now, report, checks)
     elif pacer:
@@ -439,6 +500,7 @@ def run(
         warning = _foreign_warning(root, lookalikes)
         if warning:
             warnings.append(warning)
+        warnings += _endpoint_warnings(root, [p for p in pacers.values() if p.root == key])
     managed_scope = _managed_scope_check(etc)
     checks += [managed_scope] if managed_scope else []
     checks += [Check("managed pacer", False, problem, paths.RUN_SITE) for problem in managed.problems]
@@ -471,6 +533,12 @@ def render(report: dict) -> str:
             shape += f", oldest ready {oldest}s" if oldest is not None else ""
         else:
             shape = "queue unknown"
+        endpoint = item.get("endpoint") or {}
+        if endpoint:
+            where = endpoint["url"] or f"no url: {endpoint['url_from']} is unset"
+            if endpoint["url"] and endpoint["url_from"] != "settings":
+                where += f" from {endpoint['url_from']}"
+            shape = f"endpoint {endpoint['name']} (cap {endpoint['cap']}, {where}); {shape}"
         lines.append(f"board {item['board']} ({item['root']}): {item['verdict']}, cap {item['cap']}; {shape}")
         for found in item["paths"]:
             lines.append(f"  path: {found['kind']}: {found['detail']}")
