@@ -158,8 +158,7 @@ def section(results: list[dict], meta: dict, plot_path: str, page_dir: str = "."
     return (
         f"{BEGIN}\n"
         f"Produced by `{meta['command']}` on {meta['date']} ({meta['machine']}); {meta['duration']}. "
-        f"Each cell ran {meta.get('repeats', 1)} time(s): a figure is the median, its range "
-        f"(min-max) beside it when the runs differ. The endpoint held each call "
+        f"{_runs_sentence(meta.get('repeats', 1))} The endpoint held each call "
         f"{meta['hold']:g} s (the final reply {meta['final_hold']:g} s). Raw series of every run: "
         f"[`{json_path}`]({link(json_path, page_dir)}).\n\n"
         f"{table(results)}\n"
@@ -167,6 +166,15 @@ def section(results: list[dict], meta: dict, plot_path: str, page_dir: str = "."
         f"![requests in flight at the endpoint over time, one line per strategy]"
         f"({link(plot_path, page_dir)})\n"
         f"{END}"
+    )
+
+
+def _runs_sentence(repeats: int) -> str:
+    if repeats == 1:
+        return "Each cell ran once."
+    return (
+        f"Each cell ran {repeats} times: a figure is the median, its range (min-max) beside it when "
+        "the runs differ."
     )
 
 
