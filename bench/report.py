@@ -194,28 +194,29 @@ def splice(page: Path, block: str) -> None:
 
 def plot(results: list[dict], path: Path) -> None:
     """Requests in flight at the endpoint over time (foreign ones included): one panel per Hermes
-    release and workload, a line per strategy (its first run), the endpoint's cap dashed, an outage
-    shaded."""
+    release and workload, a line per strategy (its first run), the endpoint's cap dashed, each run's
+    outage shaded in its colour."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     firsts = [runs[0] for runs in cells(results)]
-    panels = sorted({(r["version"], r["workload"], r["workload_label"]) for r in firsts})
+    panels = list(dict.fromkeys((r["version"], r["workload"], r["workload_label"]) for r in firsts))
     fig, axes = plt.subplots(len(panels), 1, figsize=(10, 3.2 * len(panels)), squeeze=False)
     for axis, (version, workload, label) in zip(axes[:, 0], panels, strict=True):
-        limit, outage = 0, None
+        limit = 0
         for result in (r for r in firsts if (r["version"], r["workload"]) == (version, workload)):
             series = step_series([(request[0], request[1]) for request in result["raw"]["requests"]])
             times = [0.0] + [t for t, _ in series]
             counts = [0] + [c for _, c in series]
-            axis.step(times, counts, where="post", label=result["label"], linewidth=1.4)
+            (line,) = axis.step(times, counts, where="post", label=result["label"], linewidth=1.4)
             limit = result["figures"].get("endpoint_cap", result["cap"])
-            outage = result["raw"].get("outage") or outage
+            # Each run's outage starts from its own first request: shaded in its line's colour.
+            outage = result["raw"].get("outage")
+            if outage and len(outage) == 2:
+                axis.axvspan(outage[0], outage[1], color=line.get_color(), alpha=0.12)
         axis.axhline(limit, color="black", linestyle="--", linewidth=1, label=f"endpoint cap ({limit})")
-        if outage and len(outage) == 2:
-            axis.axvspan(outage[0], outage[1], color="grey", alpha=0.2, label="endpoint down")
         axis.set_title(f"Hermes {version}, {label}")
         axis.set_xlabel("seconds since the burst")
         axis.set_ylabel("requests in flight")
