@@ -202,7 +202,7 @@ def test(c, k=""):
 @task(
     help={
         "quick": "a short run (newest Hermes, one run a cell, 3 cards, 1 s calls) into bench/results/quick",
-        "repeats": "runs of every cell (default 3): the table shows the median and the range",
+        "repeats": "runs of every cell (default 3; the outage cells once): the table shows median and range",
         "cards": "cards in the burst (default 6)",
         "cap": "the cap every strategy gets (default 2)",
         "versions": "hermes-agent releases, comma-separated (default: the pinned ones)",

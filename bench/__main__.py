@@ -48,6 +48,12 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
         "--quick", action="store_true", help="a short run: newest Hermes, one run a cell, 3 cards, 1 s calls"
     )
     parser.add_argument("--repeats", type=int, help="runs of every cell (default 3; quick 1)")
+    parser.add_argument(
+        "--outage-repeats",
+        type=int,
+        help="runs of every outage cell (default 1, at most --repeats: a run takes a minute and a half, "
+        "and its figures are counts)",
+    )
     parser.add_argument("--cards", type=int, help="cards of the burst (default 6; quick 3)")
     parser.add_argument(
         "--cap",
@@ -95,6 +101,7 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     args.argv = list(sys.argv[1:] if argv is None else argv)
     quick = args.quick
     args.repeats = args.repeats or (1 if quick else 3)
+    args.outage_repeats = min(args.repeats, args.outage_repeats or 1)
     args.cards = args.cards or (3 if quick else 6)
     args.hold = args.hold or (1.0 if quick else 4.0)
     args.outage_seconds = args.outage_seconds or (10.0 if quick else 60.0)
@@ -114,9 +121,13 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
             f"unknown strategy or workload {', '.join(unknown)} "
             f"(strategies: {', '.join(known)}; workloads: {', '.join(NEWEST)})"
         )
-    if args.cards < 1 or args.cap < 1 or args.hold <= 0 or args.repeats < 1 or args.outage_seconds <= 0:
+    if (
+        min(args.cards, args.cap, args.repeats, args.outage_repeats) < 1
+        or min(args.hold, args.outage_seconds) <= 0
+    ):
         parser.error(
-            "--cards, --cap and --repeats must be 1 or more, --hold and --outage-seconds more than 0"
+            "--cards, --cap, --repeats and --outage-repeats must be 1 or more, --hold and --outage-seconds "
+            "more than 0"
         )
     return args
 
@@ -186,7 +197,12 @@ def main(argv: list[str] | None = None) -> int:
         if known[key].available(version)
     ]
     # Repeat after repeat of the whole plan, so a slow spell of the machine spreads over every cell.
-    trials = [(repeat, *cell) for repeat in range(args.repeats) for cell in cells]
+    trials = [
+        (repeat, *cell)
+        for repeat in range(args.repeats)
+        for cell in cells
+        if repeat < (args.outage_repeats if cell[1].outage else args.repeats)
+    ]
     started = time.monotonic()
     results = []
     with tempfile.TemporaryDirectory(prefix="hermes-pacer-bench-") as scratch:
@@ -249,6 +265,7 @@ def _write(args: argparse.Namespace, results: list[dict], seconds: float) -> int
         "duration": f"the whole run took {seconds / 60:.0f} min",
         "cap": args.cap,
         "repeats": args.repeats,
+        "outage_repeats": args.outage_repeats,
         "outage_seconds": args.outage_seconds,
         "hold": args.hold,
         "final_hold": args.hold,

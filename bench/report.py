@@ -136,11 +136,16 @@ def findings(results: list[dict]) -> str:
             )
         elif first["strategy"].startswith("pacer"):
             lines.append(
-                f"- {name}: at most {spread(s['endpoint_peak_total'], _integer)} in flight at the "
-                f"endpoint (cap {cap}), slot use {spread(s['slot_utilisation'], pct)} while work waited, "
+                f"- {name}: peak in flight at the endpoint {spread(s['endpoint_peak_total'], _integer)} "
+                f"(cap {cap}), slot use {spread(s['slot_utilisation'], pct)} while work waited, "
                 f"makespan {spread(s['makespan_vs_ideal'], num)}x the ideal, refill p95 "
-                f"{spread(s.get('refill_p95'), _seconds)}, "
-                f"{spread(s['idle_cpu_per_minute'], lambda v: num(v, 2))} s of CPU a minute when idle."
+                f"{spread(s.get('refill_p95'), _seconds)}"
+                + (
+                    "."
+                    if s["idle_cpu_per_minute"] is None
+                    else f", {spread(s['idle_cpu_per_minute'], lambda v: num(v, 2))} s of CPU a minute "
+                    "when idle."
+                )
             )
         else:
             lines.append(
@@ -158,7 +163,8 @@ def section(results: list[dict], meta: dict, plot_path: str, page_dir: str = "."
     return (
         f"{BEGIN}\n"
         f"Produced by `{meta['command']}` on {meta['date']} ({meta['machine']}); {meta['duration']}. "
-        f"{_runs_sentence(meta.get('repeats', 1))} The endpoint held each call "
+        f"{_runs_sentence(meta.get('repeats', 1), meta.get('outage_repeats', 1))} "
+        f"The endpoint held each call "
         f"{meta['hold']:g} s (the final reply {meta['final_hold']:g} s). Raw series of every run: "
         f"[`{json_path}`]({link(json_path, page_dir)}).\n\n"
         f"{table(results)}\n"
@@ -169,13 +175,18 @@ def section(results: list[dict], meta: dict, plot_path: str, page_dir: str = "."
     )
 
 
-def _runs_sentence(repeats: int) -> str:
+def _runs_sentence(repeats: int, outage_repeats: int) -> str:
     if repeats == 1:
         return "Each cell ran once."
+    outage = "" if outage_repeats == repeats else f" (the outage cells {_times(outage_repeats)})"
     return (
-        f"Each cell ran {repeats} times: a figure is the median, its range (min-max) beside it when "
-        "the runs differ."
+        f"Each cell ran {_times(repeats)}{outage}: a figure is the median, its range (min-max) beside "
+        "it when the runs differ."
     )
+
+
+def _times(count: int) -> str:
+    return "once" if count == 1 else f"{count} times"
 
 
 def link(path: str, page_dir: str) -> str:
