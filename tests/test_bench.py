@@ -98,6 +98,36 @@ def test_outage_counts_failed_cards_hung_workers_and_the_burst_at_recovery():
     assert figures.outage_figures(raw) == {"failed_cards": 2, "hung_workers": None, "recovery_spawns": None}
 
 
+def test_trial_figures_judge_the_endpoint_not_each_board():
+    # Two boards of 3 cards (board cap 2) on an endpoint of 2, paced as one: 3 rounds of 10 s, each
+    # started 0.5 s after the last ended.
+    cards = {f"{board}{i}": [10.5 * i, 10.5 * i + 10, board] for board in "ab" for i in range(3)}
+    raw = {
+        "boards": ["a", "b"],
+        "endpoint_cap": 2,
+        "foreign": 0,
+        "outage": None,
+        "completed": True,
+        "requests": [[first + 1, last - 1, board, card] for card, (first, last, board) in cards.items()],
+        "cards": cards,
+        "driver": {"burst_cpu": 0.0, "burst_passes": 0, "idle_cpu": 0.0, "idle_seconds": 0.0},
+    }
+    got = figures.trial_figures(raw, cap=2)
+    assert got["endpoint_peak_total"] == 2 and got["peak_workers"] == 1
+    assert got["makespan_vs_ideal"] == pytest.approx(31 / 30)
+    # Until the last round started (21 s): two rounds of two 8 s requests, on 2 slots.
+    assert got["endpoint_utilisation"] == pytest.approx(32 / 21 / 2)
+    assert got["refill_p95"] == pytest.approx(0.5)
+    # The same cards beside one foreign request on an endpoint of 3: the share for workers is 2.
+    raw.update(boards=["a"], endpoint_cap=3, foreign=1)
+    raw["cards"] = {card: [first, last, "a"] for card, (first, last, _) in cards.items()}
+    raw["requests"] = [[s, e, "a", c] for s, e, _, c in raw["requests"]] + [[0.0, 31.0, "foreign", ""]]
+    got = figures.trial_figures(raw, cap=3)
+    assert got["endpoint_peak_total"] == 3 and got["endpoint_peak_ours"] == 2
+    assert got["makespan_vs_ideal"] == pytest.approx(31 / 30)
+    assert got["refills"] == 4  # the exits at 10 and 20.5 s, two live each time and cards waiting
+
+
 def test_a_cell_is_summarised_by_its_median_and_range():
     runs = [
         {"figures": {"makespan": m, "completed": True, "refill_p95": r}}
