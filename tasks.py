@@ -201,23 +201,38 @@ def test(c, k=""):
 
 @task(
     help={
-        "quick": "a short run (newest Hermes, 3 cards, 1 s calls); results in bench/results/quick",
-        "cards": "cards in the burst (default 8)",
+        "quick": "a short run (newest Hermes, one run a cell, 3 cards, 1 s calls) into bench/results/quick",
+        "repeats": "runs of every cell (default 3; the outage cells once): the table shows median and range",
+        "cards": "cards in the burst (default 6)",
         "cap": "the cap every strategy gets (default 2)",
         "versions": "hermes-agent releases, comma-separated (default: the pinned ones)",
-        "strategies": "one-board strategies, comma-separated (default: all)",
+        "workloads": "workloads, comma-separated: one-board, two-boards, foreign, outage (default: all)",
+        "strategies": "strategies, comma-separated (default: each workload's)",
         "docs": "write the table into docs/benchmark.md (default: yes, unless --quick; --no-docs leaves it)",
         "redraw": "run no trial: draw the plot and table again from bench/results/bench.json",
     }
 )
-def bench(c, quick=False, cards=0, cap=2, versions="", strategies="", docs=True, redraw=False):
-    """Benchmark: requests in flight, live workers, utilisation, makespan and CPU per strategy."""
+def bench(
+    c,
+    quick=False,
+    repeats=0,
+    cards=0,
+    cap=2,
+    versions="",
+    workloads="",
+    strategies="",
+    docs=True,
+    redraw=False,
+):
+    """Benchmark: requests in flight, live workers, utilisation, makespan, refill and CPU per strategy."""
     hermes(c)
     options = (
         (" --quick" if quick else "")
+        + (f" --repeats {repeats}" if repeats else "")
         + (f" --cards {cards}" if cards else "")
         + (f" --cap {cap}" if int(cap) != 2 else "")
         + (f" --versions {versions}" if versions else "")
+        + (f" --workloads {workloads}" if workloads else "")
         + (f" --strategies {strategies}" if strategies else "")
         + ("" if docs else " --no-docs")
         + (" --redraw" if redraw else "")

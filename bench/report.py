@@ -6,6 +6,7 @@ import os
 import re
 from pathlib import Path
 
+from . import figures
 from .figures import step_series
 
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
@@ -21,53 +22,136 @@ def num(value, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def cells(results: list[dict]) -> list[list[dict]]:
+    """The runs of each cell (release x workload x strategy), cells in the order they first ran."""
+    grouped: dict[tuple, list[dict]] = {}
+    for result in results:
+        grouped.setdefault((result["version"], result["workload"], result["strategy"]), []).append(result)
+    return list(grouped.values())
+
+
+def spread(summary: dict | None, show) -> str:
+    """A figure over the runs of a cell: its median, and its range when the runs differ."""
+    if summary is None:
+        return "-"
+    if summary["n"] < 2 or show(summary["min"]) == show(summary["max"]):
+        return show(summary["median"])
+    return f"{show(summary['median'])} ({show(summary['min'])}-{show(summary['max'])})"
+
+
+def _integer(value) -> str:
+    return f"{value:g}" if value == int(value) else f"{value:.1f}"
+
+
+def _seconds(value) -> str:
+    return f"{value:.0f} s" if value >= 10 else f"{value:.1f} s"
+
+
 def table(results: list[dict]) -> str:
     head = (
-        "| Hermes | workload | strategy | peak in flight | peak workers | slot use while work waits "
-        "| endpoint use (bound) | makespan (x ideal, x pipelined) | CPU per pass | idle CPU per minute |\n"
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"
+        "| Hermes | workload | strategy | runs | peak in flight at the endpoint / its cap "
+        "| peak workers per board / board cap | slot use while work waits | endpoint use (bound) "
+        "| makespan (x ideal) | refill p95 | CPU per pass | idle CPU per minute |\n"
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"
     )
     rows = []
-    for result in results:
-        f, cap = result["figures"], result["cap"]
-        done = "" if f["completed"] else " (not finished)"
-        idle = (
-            "-"
-            if f["idle_cpu_per_minute"] is None
-            else f"{f['idle_cpu_per_minute']:.2f} s ({pct(f['idle_core_share'])} of a core)"
-        )
+    for runs in cells(results):
+        first, s = runs[0], figures.cell_summary(runs)
+        missed = sum(not run["figures"]["completed"] for run in runs)
+        done = f" ({missed} not finished)" if missed else ""
+        endpoint_cap = first["figures"].get("endpoint_cap", first["cap"])
         rows.append(
-            f"| {result['version']} | {result['workload_label']} | {result['label']}{done} "
-            f"| {f['peak_in_flight']} / {cap} | {f['peak_workers']} / {cap} | {pct(f['slot_utilisation'])} "
-            f"| {pct(f['endpoint_utilisation'])} ({pct(f['endpoint_bound'])}) "
-            f"| {f['makespan']:.0f} s ({num(f['makespan_vs_ideal'])}x, {num(f['makespan_vs_pipelined'])}x) "
-            f"| {num(f['cpu_per_pass'], 3)} s | {idle} |"
+            f"| {first['version']} | {first['workload_label']} | {first['label']}{done} | {len(runs)} "
+            f"| {spread(s.get('endpoint_peak_total'), _integer)} / {endpoint_cap} "
+            f"| {spread(s['peak_workers'], _integer)} / {first['cap']} "
+            f"| {spread(s['slot_utilisation'], pct)} "
+            f"| {spread(s['endpoint_utilisation'], pct)} ({spread(s['endpoint_bound'], pct)}) "
+            f"| {spread(s['makespan'], _seconds)} ({spread(s['makespan_vs_ideal'], num)}x) "
+            f"| {spread(s.get('refill_p95'), _seconds)} "
+            f"| {spread(s['cpu_per_pass'], lambda v: num(v, 3) + ' s')} "
+            f"| {_idle(s)} |"
         )
-    return head + "\n".join(rows) + "\n"
+    return head + "\n".join(rows) + "\n" + _outage_table(results)
+
+
+def _idle(s: dict) -> str:
+    if s["idle_cpu_per_minute"] is None:
+        return "-"
+    per_minute = spread(s["idle_cpu_per_minute"], lambda v: num(v, 2) + " s")
+    return f"{per_minute} ({spread(s['idle_core_share'], pct)} of a core)"
+
+
+def _outage_table(results: list[dict]) -> str:
+    outage = [runs for runs in cells(results) if runs[0]["raw"].get("outage")]
+    if not outage:
+        return ""
+    rows = []
+    for runs in outage:
+        first, s = runs[0], figures.cell_summary(runs)
+        down = first["raw"]["outage"]
+        rows.append(
+            f"| {first['version']} | {first['label']} | {len(runs)} "
+            f"| {_seconds(down[0])}, {_seconds(down[-1] - down[0])} "
+            f"| {spread(s['failed_cards'], _integer)} / {len(first['raw']['cards']) or '-'} "
+            f"| {spread(s['hung_workers'], _integer)} "
+            f"| {spread(s['recovery_spawns'], _integer)} "
+            f"| {spread(s['makespan'], _seconds)} |"
+        )
+    return (
+        "\nThe endpoint down in the middle of the burst:\n\n"
+        "| Hermes | strategy | runs | down at, for | cards that failed | workers that hung "
+        f"| spawns within {figures.RECOVERY_WINDOW:g} s of recovery | makespan |\n"
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n" + "\n".join(rows) + "\n"
+    )
 
 
 def findings(results: list[dict]) -> str:
-    """What the table says, in sentences: the cap, the cadence, the baselines' peaks."""
+    """What the table says, in sentences: the caps, the baselines' peaks, the new workloads."""
     pacer = [r for r in results if r["strategy"].startswith("pacer")]
-    over = [r for r in pacer if max(r["figures"]["peak_in_flight"], r["figures"]["peak_workers"]) > r["cap"]]
-    held = len(pacer) - len(over)
-    lines = [
-        f"- hermes-pacer stayed at or under the cap, in flight and in live workers, in {held} of its "
-        f"{len(pacer)} trials"
-        + ("." if not over else f"; over it in: {', '.join(r['version'] + ' ' + r['label'] for r in over)}.")
+    over = [
+        r
+        for r in pacer
+        if r["figures"]["peak_workers"] > r["cap"]
+        or r["figures"].get("endpoint_peak_total", 0) > r["figures"].get("endpoint_cap", r["cap"])
     ]
-    for result in (r for r in results if r["workload"] == "one-board"):
-        f, name = result["figures"], f"Hermes {result['version']}, {result['label']}"
-        if result in pacer:
+    lines = [
+        f"- hermes-pacer stayed at or under the caps (live workers per board, requests in flight at "
+        f"the endpoint, foreign ones included) in {len(pacer) - len(over)} of its {len(pacer)} runs"
+        + (
+            "."
+            if not over
+            else "; over in: " + ", ".join(f"{r['version']} {r['workload']} {r['label']}" for r in over) + "."
+        )
+    ]
+    for runs in cells(results):
+        first, s = runs[0], figures.cell_summary(runs)
+        name = f"Hermes {first['version']}, {first['workload']}, {first['label']}"
+        cap = first["figures"].get("endpoint_cap", first["cap"])
+        if first["workload"] == "outage":
             lines.append(
-                f"- {name}: slot use {pct(f['slot_utilisation'])} while work waited, makespan "
-                f"{num(f['makespan_vs_ideal'])}x the ideal, "
-                f"{num(f['idle_cpu_per_minute'], 2)} s of CPU a minute when idle."
+                f"- {name}: {spread(s['failed_cards'], _integer)} cards failed, "
+                f"{spread(s['hung_workers'], _integer)} workers hung, "
+                f"{spread(s['recovery_spawns'], _integer)} spawns within "
+                f"{figures.RECOVERY_WINDOW:g} s of recovery."
+            )
+        elif first["strategy"].startswith("pacer"):
+            lines.append(
+                f"- {name}: peak in flight at the endpoint {spread(s['endpoint_peak_total'], _integer)} "
+                f"(cap {cap}), slot use {spread(s['slot_utilisation'], pct)} while work waited, "
+                f"makespan {spread(s['makespan_vs_ideal'], num)}x the ideal, refill p95 "
+                f"{spread(s.get('refill_p95'), _seconds)}"
+                + (
+                    "."
+                    if s["idle_cpu_per_minute"] is None
+                    else f", {spread(s['idle_cpu_per_minute'], lambda v: num(v, 2))} s of CPU a minute "
+                    "when idle."
+                )
             )
         else:
             lines.append(
-                f"- {name}: up to {f['peak_in_flight']} requests in flight and {f['peak_workers']} live "
-                f"workers against a cap of {result['cap']}."
+                f"- {name}: up to {spread(s['endpoint_peak_total'], _integer)} requests in flight at "
+                f"the endpoint (cap {cap}) and {spread(s['peak_workers'], _integer)} live workers a "
+                f"board (cap {first['cap']})."
             )
     return "\n".join(lines) + "\n"
 
@@ -79,8 +163,9 @@ def section(results: list[dict], meta: dict, plot_path: str, page_dir: str = "."
     return (
         f"{BEGIN}\n"
         f"Produced by `{meta['command']}` on {meta['date']} ({meta['machine']}); {meta['duration']}. "
-        f"Peaks are per board against the cap of {meta['cap']}; the endpoint held each call "
-        f"{meta['hold']:g} s (the final reply {meta['final_hold']:g} s). Raw series: "
+        f"{_runs_sentence(meta.get('repeats', 1), meta.get('outage_repeats', 1))} "
+        f"The endpoint held each call "
+        f"{meta['hold']:g} s (the final reply {meta['final_hold']:g} s). Raw series of every run: "
         f"[`{json_path}`]({link(json_path, page_dir)}).\n\n"
         f"{table(results)}\n"
         f"{findings(results)}\n"
@@ -88,6 +173,20 @@ def section(results: list[dict], meta: dict, plot_path: str, page_dir: str = "."
         f"({link(plot_path, page_dir)})\n"
         f"{END}"
     )
+
+
+def _runs_sentence(repeats: int, outage_repeats: int) -> str:
+    if repeats == 1:
+        return "Each cell ran once."
+    outage = "" if outage_repeats == repeats else f" (the outage cells {_times(outage_repeats)})"
+    return (
+        f"Each cell ran {_times(repeats)}{outage}: a figure is the median, its range (min-max) beside "
+        "it when the runs differ."
+    )
+
+
+def _times(count: int) -> str:
+    return "once" if count == 1 else f"{count} times"
 
 
 def link(path: str, page_dir: str) -> str:
@@ -105,25 +204,30 @@ def splice(page: Path, block: str) -> None:
 
 
 def plot(results: list[dict], path: Path) -> None:
-    """Requests in flight over time: one panel per Hermes release and workload, a line per strategy."""
+    """Requests in flight at the endpoint over time (foreign ones included): one panel per Hermes
+    release and workload, a line per strategy (its first run), the endpoint's cap dashed, each run's
+    outage shaded in its colour."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = sorted({(r["version"], r["workload"], r["workload_label"]) for r in results})
+    firsts = [runs[0] for runs in cells(results)]
+    panels = list(dict.fromkeys((r["version"], r["workload"], r["workload_label"]) for r in firsts))
     fig, axes = plt.subplots(len(panels), 1, figsize=(10, 3.2 * len(panels)), squeeze=False)
     for axis, (version, workload, label) in zip(axes[:, 0], panels, strict=True):
-        limit, label_cap = 0, ""
-        for result in (r for r in results if (r["version"], r["workload"]) == (version, workload)):
-            series = step_series([(start, end) for start, end, _ in result["raw"]["requests"]])
+        limit = 0
+        for result in (r for r in firsts if (r["version"], r["workload"]) == (version, workload)):
+            series = step_series([(request[0], request[1]) for request in result["raw"]["requests"]])
             times = [0.0] + [t for t, _ in series]
             counts = [0] + [c for _, c in series]
-            axis.step(times, counts, where="post", label=result["label"], linewidth=1.4)
-            boards = len(result["raw"]["boards"])
-            limit = result["cap"] * boards
-            label_cap = f"cap ({result['cap']})" if boards == 1 else f"{boards} boards x cap {result['cap']}"
-        axis.axhline(limit, color="black", linestyle="--", linewidth=1, label=label_cap)
+            (line,) = axis.step(times, counts, where="post", label=result["label"], linewidth=1.4)
+            limit = result["figures"].get("endpoint_cap", result["cap"])
+            # Each run's outage starts from its own first request: shaded in its line's colour.
+            outage = result["raw"].get("outage")
+            if outage and len(outage) == 2:
+                axis.axvspan(outage[0], outage[1], color=line.get_color(), alpha=0.12)
+        axis.axhline(limit, color="black", linestyle="--", linewidth=1, label=f"endpoint cap ({limit})")
         axis.set_title(f"Hermes {version}, {label}")
         axis.set_xlabel("seconds since the burst")
         axis.set_ylabel("requests in flight")

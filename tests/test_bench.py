@@ -49,6 +49,142 @@ def test_nothing_waited_gives_no_utilisation():
     assert got["slot_utilisation"] is None and got["peak_workers"] == 4
 
 
+def test_percentile_is_the_nearest_rank():
+    assert figures.percentile([], 0.95) is None
+    assert figures.percentile([3.0], 0.95) == 3.0
+    assert figures.percentile([float(n) for n in range(1, 21)], 0.95) == 19.0
+    assert figures.percentile([5.0, 1.0, 2.0], 0.5) == 2.0
+
+
+def test_refill_counts_exits_at_a_full_cap_while_cards_wait():
+    # Cap 2. At 10 both run and one exits: the next spawn is at 10.5 (0.5 s). At 12 the other exits
+    # with two live: the spawn at 14 follows (2 s). The exits at 20.5 and 24 leave no card waiting
+    # (nothing starts after them): not counted.
+    workers = [(0.0, 10.0), (0.0, 12.0), (10.5, 20.5), (14.0, 24.0)]
+    assert figures.refill_delays(workers, cap=2) == [0.5, 2.0]
+    # Below the cap nothing was full: an exit then is not a refill.
+    assert figures.refill_delays([(0.0, 10.0), (11.0, 20.0)], cap=2) == []
+    # Everything started at once (uncapped): no spawn after any exit.
+    assert figures.refill_delays([(0.0, 10.0)] * 4, cap=2) == []
+
+
+def test_outage_counts_failed_cards_hung_workers_and_the_burst_at_recovery():
+    raw = {
+        "outage": [10.0, 70.0],
+        "hang_after": 30.0,
+        # a: blocked; b: a crashed run then done; c: done cleanly; d: done, still running at the end
+        "statuses": {"a": "blocked", "b": "done", "c": "done", "d": "done"},
+        "runs": {"a": ["crashed", "blocked"], "b": ["crashed", "completed"], "c": ["completed"], "d": [None]},
+        "cards": {
+            # alive through the outage and 30 s past it, no request since: hung
+            "a": [5.0, 120.0, "x"],
+            # alive past it but asked the endpoint again after it came back: not hung
+            "b": [5.0, 120.0, "x"],
+            # spawned 3 s and 9 s after recovery: the burst
+            "c": [73.0, 90.0, "x"],
+            "d": [79.0, 95.0, "x"],
+        },
+        "requests": [
+            [6.0, 10.0, "x", "a"],
+            [6.0, 10.0, "x", "b"],
+            [71.0, 75.0, "x", "b"],
+            [80.0, 82.0, "x", ""],
+        ],
+    }
+    got = figures.outage_figures(raw)
+    assert got == {"failed_cards": 2, "hung_workers": 1, "recovery_spawns": 2}
+    # No outage: only the failures count.
+    raw["outage"] = None
+    assert figures.outage_figures(raw) == {"failed_cards": 2, "hung_workers": None, "recovery_spawns": None}
+
+
+def test_trial_figures_judge_the_endpoint_not_each_board():
+    # Two boards of 3 cards (board cap 2) on an endpoint of 2, paced as one: 3 rounds of 10 s, each
+    # started 0.5 s after the last ended.
+    cards = {f"{board}{i}": [10.5 * i, 10.5 * i + 10, board] for board in "ab" for i in range(3)}
+    raw = {
+        "boards": ["a", "b"],
+        "endpoint_cap": 2,
+        "foreign": 0,
+        "outage": None,
+        "completed": True,
+        "requests": [[first + 1, last - 1, board, card] for card, (first, last, board) in cards.items()],
+        "cards": cards,
+        "driver": {"burst_cpu": 0.0, "burst_passes": 0, "idle_cpu": 0.0, "idle_seconds": 0.0},
+    }
+    got = figures.trial_figures(raw, cap=2)
+    assert got["endpoint_peak_total"] == 2 and got["peak_workers"] == 1
+    assert got["makespan_vs_ideal"] == pytest.approx(31 / 30)
+    # Until the last round started (21 s): two rounds of two 8 s requests, on 2 slots.
+    assert got["endpoint_utilisation"] == pytest.approx(32 / 21 / 2)
+    assert got["refill_p95"] == pytest.approx(0.5)
+    # The same cards beside one foreign request on an endpoint of 3: the share for workers is 2.
+    raw.update(boards=["a"], endpoint_cap=3, foreign=1)
+    raw["cards"] = {card: [first, last, "a"] for card, (first, last, _) in cards.items()}
+    raw["requests"] = [[s, e, "a", c] for s, e, _, c in raw["requests"]] + [[0.0, 31.0, "foreign", ""]]
+    got = figures.trial_figures(raw, cap=3)
+    assert got["endpoint_peak_total"] == 3 and got["endpoint_peak_ours"] == 2
+    assert got["makespan_vs_ideal"] == pytest.approx(31 / 30)
+    assert got["refills"] == 4  # the exits at 10 and 20.5 s, two live each time and cards waiting
+
+
+def test_a_cell_is_summarised_by_its_median_and_range():
+    runs = [
+        {"figures": {"makespan": m, "completed": True, "refill_p95": r}}
+        for m, r in ((50, None), (70, 2.0), (55, 1.0))
+    ]
+    got = figures.cell_summary(runs)
+    assert got["makespan"] == {"median": 55, "min": 50, "max": 70, "n": 3}
+    assert got["refill_p95"] == {"median": 1.5, "min": 1.0, "max": 2.0, "n": 2}
+    assert "completed" not in got
+    assert report.spread(got["makespan"], lambda v: f"{v:.0f} s") == "55 s (50 s-70 s)"
+    assert report.spread({"median": 2, "min": 2, "max": 2, "n": 3}, str) == "2"
+    assert report.spread(None, str) == "-"
+
+
+def _run(strategy: str, repeat: int, peak: int, makespan: float) -> dict:
+    """A made-up run of one cell, raw series and all, for the table."""
+    workers = [(0.0, 10.0), (0.0, 10.0), (10.2, 20.0), (10.4, makespan)]
+    raw = {
+        "boards": ["b"],
+        "cap": 2,
+        "endpoint_cap": 2,
+        "foreign": 0,
+        "outage": None,
+        "completed": True,
+        "requests": [[start + 1, end - 1, "b", f"c{i}"] for i, (start, end) in enumerate(workers)]
+        + [[0.5, 9.0, "b", "x"]] * (peak - 2),
+        "cards": {f"c{i}": [start, end, "b"] for i, (start, end) in enumerate(workers)},
+        "statuses": {f"c{i}": "done" for i in range(4)},
+        "runs": {},
+        "driver": {"burst_cpu": 1.0, "burst_passes": 10, "idle_cpu": 0.0, "idle_seconds": 0.0},
+    }
+    return {
+        "version": "0.19.0",
+        "workload": "one-board",
+        "workload_label": "4 cards, one board",
+        "strategy": strategy,
+        "label": strategy,
+        "repeat": repeat,
+        "cap": 2,
+        "figures": figures.trial_figures(raw, 2),
+        "raw": raw,
+    }
+
+
+def test_the_table_has_a_row_a_cell_with_the_median_and_range_of_its_runs():
+    results = [_run("pacer-12", 0, 2, 20.0), _run("uncapped", 0, 4, 20.0), _run("pacer-12", 1, 2, 24.0)]
+    results.append(_run("pacer-12", 2, 2, 30.0))
+    text = report.table(results)
+    rows = [line for line in text.splitlines() if line.startswith("| 0.19.0")]
+    assert len(rows) == 2
+    assert rows[0].startswith("| 0.19.0 | 4 cards, one board | pacer-12 | 3 | 2 / 2 | 2 / 2 |")
+    assert "24 s (20 s-30 s)" in rows[0]
+    assert "| 0.2 s |" in rows[0]  # refill p95: both exits at 10 s were followed within 0.4 s
+    assert rows[1].startswith("| 0.19.0 | 4 cards, one board | uncapped | 1 | 4 / 2 |")
+    assert "stayed at or under the caps" in report.findings(results)
+
+
 def test_the_docs_block_links_the_plot_and_the_series_from_docs(tmp_path):
     meta = {
         "command": "./tasks.sh bench",
@@ -77,7 +213,7 @@ def test_the_docs_page_carries_the_block_a_full_run_replaces():
 
 
 @pytest.mark.hermes
-def test_quick_bench_runs_every_strategy_to_the_end(tmp_path):
+def test_quick_bench_runs_every_strategy_and_workload_to_the_end(tmp_path):
     page = (REPO / "docs" / "benchmark.md").read_text()
     newest = hermes_install.versions()[-1]
     proc = subprocess.run(
@@ -85,19 +221,37 @@ def test_quick_bench_runs_every_strategy_to_the_end(tmp_path):
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=1200,
         check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "bench.json").read_text())["results"]
     ran = {(r["workload"], r["strategy"]) for r in results}
     assert {("one-board", "uncapped"), ("one-board", "recipe"), ("one-board", "pacer-30")} <= ran
-    assert ("two-boards", "pacer-30") in ran
+    assert {("two-boards", "pacer-30"), ("foreign", "pacer-30"), ("outage", "pacer-30")} <= ran
+    assert ("outage", "uncapped") in ran
     for result in results:
         assert result["figures"]["completed"], result["label"]
         assert result["raw"]["requests"] and result["raw"]["cards"], result["label"]
         assert result["figures"]["cpu_per_pass"] is not None, result["label"]
+        assert result["repeat"] == 0
+    by_workload = {r["workload"]: r for r in results if r["strategy"] == "pacer-30"}
+    assert len(by_workload["two-boards"]["raw"]["boards"]) == 2
+    assert by_workload["two-boards"]["figures"]["endpoint_cap"] == 2
+    assert by_workload["foreign"]["figures"]["endpoint_cap"] == 3
+    assert any(board == "foreign" for _, _, board, *_ in by_workload["foreign"]["raw"]["requests"])
+    down, up = by_workload["outage"]["raw"]["outage"]
+    assert up > down
+    assert by_workload["outage"]["figures"]["hung_workers"] is not None
     assert (tmp_path / "requests-in-flight.png").read_bytes().startswith(b"\x89PNG")
-    assert "| hermes-pacer, 30 passes/min" in (tmp_path / "table.md").read_text()
+    table = (tmp_path / "table.md").read_text()
+    assert (
+        "| hermes-pacer, 30 passes/min" in table and "The endpoint down in the middle of the burst" in table
+    )
     assert "in flight" in proc.stderr  # progress lines while it runs
+    # --redraw makes the same table again from the raw series.
+    (tmp_path / "table.md").unlink()
+    redraw = [sys.executable, "-m", "bench", "--quick", "--redraw", "--out", str(tmp_path)]
+    subprocess.run(redraw, cwd=REPO, capture_output=True, timeout=300, check=True)
+    assert (tmp_path / "table.md").read_text() == table
     assert (REPO / "docs" / "benchmark.md").read_text() == page  # --quick leaves the docs alone
