@@ -172,13 +172,13 @@ def test_the_settings_files_carry_the_endpoint_budget(rendered, scheduler):
         "PACER_ENDPOINT_URL": "http://127.0.0.1:8000/v1",
         "PACER_ENDPOINT_KIND": "vllm",
         "PACER_ENDPOINT_MAX_PARALLEL": "3",
-        "PACER_ENDPOINT_BOARDS": "keeper,ops",
+        "PACER_ENDPOINT_BOARDS": "keeper:3,ops:1",
     }
     local = common | {
         "PACER_ENDPOINT": "local",
         "PACER_ENDPOINT_KIND": "auto",
         "PACER_ENDPOINT_MAX_PARALLEL": "2",
-        "PACER_ENDPOINT_BOARDS": "default",
+        "PACER_ENDPOINT_BOARDS": "default:2",
     }
     for board, expected in (("default", local), ("ops", gpu0), ("keeper", gpu0)):
         values = _settings(etc, next(b for b in BOARDS if b["name"] == board), scheduler, home)
@@ -263,7 +263,7 @@ def test_the_boards_that_name_no_endpoint_share_local(tmp_path, endpoints, expec
         assert values["MAX_PARALLEL"] == str(board["max_parallel"])
         endpoint = {key: value for key, value in values.items() if key.startswith("PACER_ENDPOINT_")}
         assert endpoint == expected | {
-            "PACER_ENDPOINT_BOARDS": "default,ops",
+            "PACER_ENDPOINT_BOARDS": "default:1,ops:3",
             "PACER_ENDPOINT_TIMEOUT": "2",
             "PACER_ENDPOINT_RAMP_SECONDS": "60",
         }
