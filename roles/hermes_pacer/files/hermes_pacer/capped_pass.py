@@ -105,12 +105,17 @@ def _locked_pass(
     if problem:
         record.update(reason="board_corrupt", error=board_health.describe(db, problem))
         return 1
-    if settings.endpoint is None:
-        try:
-            snap, live = _count(db, board)
-        except (boards.BoardUnreadable, OSError) as exc:
-            record.update(reason="count_unknown", error=str(exc))
-            return 1
+    try:
+        snap, live = _count(db, board)
+    except (boards.BoardUnreadable, OSError) as exc:
+        record.update(reason="count_unknown", error=str(exc))
+        return 1
+    idle = not snap.ready and not _housekeeping_due(lock_fd, settings.housekeeping_seconds, time.time())
+    if settings.endpoint is None or idle:
+        # Nothing to start and no bookkeeping due: the endpoint is neither locked nor probed, so an
+        # idle board costs one read of its database a pass.
+        if settings.endpoint is not None:
+            record["endpoint"] = settings.endpoint.name
         return _dispatch(settings, hermes, db, lock_fd, snap, live, None, record)
     return endpoint_pass.run(
         settings,
