@@ -44,6 +44,9 @@ def test_the_cron_file_runs_the_sub_minute_loop_as_hermes(host):
     assert settings["BOARD"] == "default" and settings["MAX_PARALLEL"] == "2"
     assert settings["HERMES_BIN"] == "/opt/hermes/venv/bin/hermes" and settings["PACER_SCHEDULER"] == "cron"
     assert settings["PACER_LOG_FILE"] == f"{LOG_DIR}/kanban-dispatch-default.log"
+    # No endpoint named: the board is on `local`, at model.base_url of the Hermes config.
+    assert settings["PACER_ENDPOINT"] == "local" and settings["PACER_ENDPOINT_BOARDS"] == "default:2"
+    assert "PACER_ENDPOINT_URL" not in settings
     assert host.service("cron").is_running
 
 

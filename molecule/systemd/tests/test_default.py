@@ -21,6 +21,7 @@ from paced_host import (
     check_installed,
     check_verify,
     pace_and_measure,
+    statuses,
 )
 
 REPO = Path(os.environ["HERMES_PACER_REPO"])
@@ -84,6 +85,13 @@ def test_the_flow_is_on_its_board_with_its_parents(host):
     )
     assert again.rc == 0, again.stderr
     assert json.loads(again.stdout)["created"] == 0 and json.loads(again.stdout)["exists"] == 3
+    # Nothing listens on the flows' endpoint: the timer's passes start no worker for its ready card.
+    assert statuses(host, "flows")[by_title["Ingest the logs"]] == "ready"
+    said = host.run("journalctl -q --no-pager -o cat -t hermes-pacer-flows -n 5").stdout
+    assert "reason=endpoint_down" in said and "127.0.0.1:18082" in said, said
+    settings = board_settings(host, "default")
+    assert (settings["PACER_ENDPOINT"], settings["PACER_ENDPOINT_MAX_PARALLEL"]) == ("main", "2")
+    assert settings["PACER_ENDPOINT_BOARDS"] == "default:2" and settings["MAX_PARALLEL"] == "2"
 
 
 def test_passes_go_to_the_journal_not_to_a_file_systemd_opens_as_root(host):
