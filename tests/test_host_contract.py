@@ -7,17 +7,15 @@ carry must be the one host.py computes. A template edit that changes the contrac
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import shlex
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from ansible_run import ansible_playbook
 from hermes_pacer import cronrules, host, paths, settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -104,21 +102,7 @@ def _render(
         "hermes_pacer_log_dir": str(tmp_path / "log"),
         "ansible_python_interpreter": sys.executable,
     }
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "ANSIBLE_NOCOLOR": "1",
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-    }
-    play = subprocess.run(
-        ["ansible-playbook", "-i", "localhost,", str(playbook), "-e", json.dumps(extra)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    play = ansible_playbook("-i", "localhost,", str(playbook), extra=extra)
     assert play.returncode == 0, play.stdout[-3000:] + play.stderr[-2000:]
     return etc, home
 

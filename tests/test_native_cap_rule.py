@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import grp
 import importlib.util
-import json
 import os
 import pwd
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from ansible.errors import AnsibleFilterError
+from ansible_run import ansible_playbook
 
 _PATH = Path(__file__).resolve().parent.parent / "plugins" / "filter" / "hermes_kanban.py"
 _SPEC = importlib.util.spec_from_file_location("hermes_kanban", _PATH)
@@ -127,31 +126,18 @@ def converge(tmp_path, homes, version, **extra):
         "ansible_python_interpreter": sys.executable,
         **extra,
     }
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
-        "ANSIBLE_COLLECTIONS_PATH": str(REPO / ".ansible" / "collections"),
-        "ANSIBLE_NOCOLOR": "1",
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-    }
-    run = subprocess.run(
-        [
-            "ansible-playbook",
-            "-i",
-            "localhost,",
-            str(play),
-            "-e",
-            json.dumps(variables),
-            "--start-at-task",
-            "Decide Hermes' own in-progress cap for the paced home",
-        ],
+    run = ansible_playbook(
+        "-i",
+        "localhost,",
+        str(play),
+        "--start-at-task",
+        "Decide Hermes' own in-progress cap for the paced home",
+        extra=variables,
         cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+        env={
+            "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
+            "ANSIBLE_COLLECTIONS_PATH": str(REPO / ".ansible" / "collections"),
+        },
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     recap = run.stdout.split("PLAY RECAP", 1)[1]

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from ansible_run import ansible_playbook
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -79,21 +77,7 @@ CASES = [
 
 
 def _play(extra: dict) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "ANSIBLE_NOCOLOR": "1",
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-    }
-    return subprocess.run(
-        ["ansible-playbook", "site.yml", "--check", "-e", json.dumps(extra)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return ansible_playbook("site.yml", "--check", extra=extra)
 
 
 @pytest.mark.parametrize(
