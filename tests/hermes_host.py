@@ -160,16 +160,22 @@ class HermesHost:
             time.sleep(1)
         return False
 
-    def kill_everything(self) -> None:
-        """Kill every process whose environment carries this home (workers and their children)."""
+    def processes(self) -> list[int]:
+        """Every process whose environment carries this home (workers and their children)."""
+        found = []
         for pid in filter(str.isdigit, os.listdir("/proc")):
             try:
                 environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
             except OSError:
                 continue
             if f"HOME={self.home}".encode() in environ:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(pid), signal.SIGKILL)
+                found.append(int(pid))
+        return found
+
+    def kill_everything(self) -> None:
+        for pid in self.processes():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 class WorkerSampler(threading.Thread):

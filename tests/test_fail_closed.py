@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import stat
 import subprocess
 import time
@@ -93,24 +92,11 @@ def test_no_hermes_on_path_is_bad_input(paced_host):
     _nothing_dispatched(paced_host, cards)
 
 
-def _cmdline(pid: str) -> bytes:
+def _cmdline(pid: int) -> bytes:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return b""
-
-
-def _processes_of(host) -> list[str]:
-    """Pids whose environment carries the test home's HOME."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if f"HOME={host.home}".encode() in environ:
-            found.append(pid)
-    return found
 
 
 @pytest.mark.parametrize(
@@ -132,7 +118,7 @@ def test_a_broken_hermes_dispatches_nothing_and_releases_the_lock(paced_host, bo
     assert _fields(proc.stdout)["reason"] == reason
     _nothing_dispatched(paced_host, cards)
     # Another user's `sleep 300` may run beside the test: only this home's processes count.
-    hung = [pid for pid in _processes_of(paced_host) if b"sleep\x00300" in _cmdline(pid)]
+    hung = [pid for pid in paced_host.processes() if b"sleep\x00300" in _cmdline(pid)]
     assert hung == [], "the hung hermes outlived its timeout"
     # The lock was released: the next pass, with the real hermes, dispatches.
     after = paced_host.capped(MAX_PARALLEL="1")

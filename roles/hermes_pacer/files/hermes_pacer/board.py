@@ -32,15 +32,18 @@ def hermes_root(env: dict[str, str]) -> Path:
         return Path(override).expanduser()
     native = Path(env.get("HOME") or Path.home()) / ".hermes"
     home = env.get("HERMES_HOME", "").strip()
-    if not home:
-        return native
-    path = Path(home)
+    return root_of(Path(home), native) if home else native
+
+
+def root_of(home: Path, native: Path) -> Path:
+    """Hermes' get_default_hermes_root() for a HERMES_HOME: the native home (`~/.hermes`) for a home
+    under it, `<root>` for `<root>/profiles/<name>`, else the home itself."""
     try:
-        path.resolve().relative_to(native.resolve())
+        home.resolve().relative_to(native.resolve())
         return native
     except ValueError:
         pass
-    return path.parent.parent if path.parent.name == "profiles" else path
+    return home.parent.parent if home.parent.name == "profiles" else home
 
 
 def current_board(root: Path, env: dict[str, str]) -> str:
@@ -108,17 +111,28 @@ def snapshot(path: Path, busy_timeout_ms: int = 2000) -> Snapshot:
     return Snapshot(running=running, ready=ready, todo=todo)
 
 
-def oldest_ready_age(path: Path) -> int | None:
-    """Seconds the oldest ready card has waited (from its creation), None when none is ready."""
+def ready_created(path: Path, limit: int) -> tuple[float, ...]:
+    """Creation times of the `limit` oldest ready cards, oldest first; BoardUnreadable otherwise."""
     try:
         conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=2)
         try:
-            (oldest,) = conn.execute("SELECT MIN(created_at) FROM tasks WHERE status = 'ready'").fetchone()
+            rows = conn.execute(
+                "SELECT created_at FROM tasks WHERE status = 'ready' ORDER BY created_at LIMIT ?", (limit,)
+            ).fetchall()
         finally:
             conn.close()
-    except sqlite3.Error:
+    except sqlite3.Error as exc:
+        raise BoardUnreadable(f"cannot read {path}: {exc}") from exc
+    return tuple(float(created) for (created,) in rows if created is not None)
+
+
+def oldest_ready_age(path: Path) -> int | None:
+    """Seconds the oldest ready card has waited (from its creation), None when none is ready."""
+    try:
+        oldest = ready_created(path, 1)
+    except BoardUnreadable:
         return None
-    return None if oldest is None else max(0, int(time.time()) - int(oldest))
+    return max(0, int(time.time() - oldest[0])) if oldest else None
 
 
 # The config reading lives in hermes_config (typed, bounded, never through the Hermes user's links);

@@ -3,7 +3,7 @@
 The GPU does not care which board a request comes from: a pass of any board of the endpoint
 counts what holds the endpoint (live workers and running cards of all its boards, and the
 requests at the endpoint that are none of theirs), under one lock per endpoint, and gives the
-free slots to the boards in the order their oldest ready card has waited.
+free slots card by card, oldest ready card first, whatever its board.
 
 Foreign load is what the endpoint reports running beyond this host's live workers. A worker is
 between two requests for a moment (a tool call), so one reading would count a foreign request as
@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,7 +37,7 @@ class BoardLoad:
     db: Path
     snapshot: boards.Snapshot
     live: workers.LiveWorkers
-    oldest_ready: float | None = None  # creation time of its oldest ready card
+    ready_created: tuple[float, ...] = ()  # creation times of its oldest ready cards, oldest first
 
     @property
     def occupied(self) -> int:
@@ -65,21 +64,10 @@ class Budget:
     ramp: bool  # recovering from an outage: at most one start a pass
 
 
-def load_board(board: str, db: Path) -> BoardLoad:
-    """Count one board of the endpoint; BoardUnreadable/OSError when its state cannot be known."""
-    return BoardLoad(board, db, boards.snapshot(db), workers.scan(board, db), _oldest_ready(db))
-
-
-def _oldest_ready(db: Path) -> float | None:
-    try:
-        conn = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=2)
-        try:
-            (oldest,) = conn.execute("SELECT MIN(created_at) FROM tasks WHERE status = 'ready'").fetchone()
-        finally:
-            conn.close()
-    except sqlite3.Error as exc:
-        raise boards.BoardUnreadable(f"cannot read {db}: {exc}") from exc
-    return None if oldest is None else float(oldest)
+def load_board(board: str, db: Path, cards: int) -> BoardLoad:
+    """Count one board of the endpoint (and the ages of its `cards` oldest ready cards);
+    BoardUnreadable/OSError when its state cannot be known."""
+    return BoardLoad(board, db, boards.snapshot(db), workers.scan(board, db), boards.ready_created(db, cards))
 
 
 def read_state(path: Path) -> State:
@@ -165,15 +153,10 @@ def budget(
 
 
 def share(board: str, free: int, wants: dict[str, int], loads: list[BoardLoad]) -> int:
-    """How many of `free` slots `board` may start now: the boards whose oldest ready card has waited
-    longest are served first, each up to what it wants (its ready cards, its own cap)."""
-    order = sorted(
-        (load for load in loads if wants.get(load.board, 0) > 0 and load.oldest_ready is not None),
-        key=lambda load: (load.oldest_ready, load.board),
+    """How many of `free` slots `board` may start now. The slots go card by card to the oldest ready
+    card of all the boards, each board up to what it wants (its ready cards, its own cap): first
+    come, first served across the boards of the endpoint."""
+    queue = sorted(
+        (created, load.board) for load in loads for created in load.ready_created[: wants.get(load.board, 0)]
     )
-    for load in order:
-        given = min(free, wants[load.board])
-        if load.board == board:
-            return given
-        free -= given
-    return 0
+    return sum(1 for _, name in queue[:free] if name == board)

@@ -87,7 +87,7 @@ def _locked(
     for peer in point.boards or (board,):
         peer_db = db if peer == board else boards.db_path(root, peer, {})
         try:
-            loads.append(_load(peer, peer_db, own=peer == board))
+            loads.append(_load(peer, peer_db, point.max_parallel, own=peer == board))
         except (boards.BoardUnreadable, OSError) as exc:
             record.update(reason="count_unknown", error=f"board {peer} of endpoint {point.name}: {exc}")
             return 1
@@ -109,12 +109,12 @@ def _locked(
     return dispatch(own.snapshot, own.live, Allowance(slots=share, board_occupied=own.occupied, pids=pids))
 
 
-def _load(board: str, db: Path, own: bool) -> budget.BoardLoad:
+def _load(board: str, db: Path, cards: int, own: bool) -> budget.BoardLoad:
     if not own and not db.exists():
         # A board named in the settings that Hermes has not made yet: nothing on it, but a worker
         # of it would still count.
         return budget.BoardLoad(board, db, boards.Snapshot(), workers.scan(board, db))
-    return budget.load_board(board, db)
+    return budget.load_board(board, db, cards)
 
 
 def _wants(load: budget.BoardLoad, cap: int | None) -> int:

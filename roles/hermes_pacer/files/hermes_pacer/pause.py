@@ -28,6 +28,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from . import board
+
 SENTINEL = "ESTOP"
 KANBAN_SENTINEL = "ESTOP_KANBAN"
 LIMIT = 64 << 10
@@ -42,14 +44,8 @@ def estop_path(hermes_home: Path) -> Path:
 def hermes_root(hermes_home: Path, native: Path | None = None) -> Path:
     """Hermes' get_default_hermes_root() for a process whose HERMES_HOME is `hermes_home`; `native`
     is the platform default home (`~/.hermes` of the user)."""
-    home = Path(hermes_home)
     native = Path(native) if native is not None else Path.home() / ".hermes"
-    try:
-        home.resolve().relative_to(native.resolve())
-        return native
-    except ValueError:
-        pass
-    return home.parent.parent if home.parent.name == "profiles" else home
+    return board.root_of(Path(hermes_home), native)
 
 
 def sentinels(hermes_home: Path, native: Path | None = None) -> list[Path]:
