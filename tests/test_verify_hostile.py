@@ -361,3 +361,25 @@ def test_a_masked_unit_is_no_refused_file(tmp_path):
     refused: list[str] = []
     assert paths.other_units(tmp_path, refused) == []
     assert len(refused) == 1 and "fifo.service" in refused[0]
+
+
+def test_a_board_held_on_purpose_is_said_without_failing():
+    """Passes that start nothing because the endpoint is down or an ESTOP holds did their job: not
+    a failure, but the operator reads why the work waits."""
+    now = 1_000_000.0
+    stamp = lambda t: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))  # noqa: E731
+    down = [
+        {
+            "time": stamp(now - 400 + 5 * i),
+            "reason": "endpoint_down",
+            "rc": "0",
+            "error": "127.0.0.1: refused",
+        }
+        for i in range(80)
+    ]
+    assert verify.judge_passes(down, now, 5.0)[1] == ""
+    said = verify.holding(down, now, 5.0)
+    assert said.startswith(f"its endpoint is down since {stamp(now - 400)}") and "refused" in said
+    paused = [{"time": stamp(now - 300 + 5 * i), "reason": "paused", "rc": "0"} for i in range(60)]
+    assert verify.holding(paused, now, 5.0).startswith("an ESTOP pauses it")
+    assert verify.holding([*down, {"time": stamp(now), "reason": "dispatched", "rc": "0"}], now, 5.0) == ""

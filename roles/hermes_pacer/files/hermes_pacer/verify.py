@@ -155,6 +155,28 @@ def judge_passes(records: list[dict[str, str]], now: float, cadence: float) -> t
     )
 
 
+# Reasons of a pass that did its job and still started nothing on purpose: nothing is wrong with the
+# pacer, but the board's work waits, and the operator should know why.
+HOLDING = {"endpoint_down": "its endpoint is down", "paused": "an ESTOP pauses it"}
+
+
+def holding(records: list[dict[str, str]], now: float, cadence: float) -> str:
+    """Why nothing is dispatched, when every pass of the last max(10 cadences, 5 min) held the
+    board on purpose (endpoint down, paused); "" otherwise."""
+    window = max(10 * cadence, 300.0)
+    recent = [r for r in records if (_stamp(r) or 0.0) >= now - window]
+    if not recent or not all(r.get("reason") in HOLDING for r in recent):
+        return ""
+    streak = []
+    for record in reversed(records):
+        if record.get("reason") not in HOLDING:
+            break
+        streak.append(record)
+    last = recent[-1]
+    said = last.get("error") or last.get("warning") or ""
+    return f"{HOLDING[last['reason']]} since {streak[-1]['time']}" + (f" ({said[:200]})" if said else "")
+
+
 def _pacer_report(pacer: paths.Pacer, now: float, report: BoardReport, checks: list[Check]) -> None:
     detail = f"{pacer.scheduler} ({pacer.source}), cap {pacer.cap}"
     try:
@@ -177,6 +199,9 @@ def _pacer_report(pacer: paths.Pacer, now: float, report: BoardReport, checks: l
         detail += f", last pass {age:.0f}s ago"
     if problem:
         report.problems.append(f"the managed pacer is not pacing: {problem}")
+    held = holding(records, now, pacer.cadence_seconds)
+    if held:
+        detail += f"; nothing dispatched: {held}"
     report.paths.append({"kind": "pacer", "detail": detail})
 
 
