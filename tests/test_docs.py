@@ -39,6 +39,8 @@ HOST_PREFIXES = (
     "/home/",
     "/lib/systemd/systemd",
 )
+# The HTTP paths of an LLM endpoint the pacer reads (endpoint.py): URLs, not files.
+ENDPOINT_PATHS = {"/health", "/metrics", "/slots", "/api/ps", "/v1/models"}
 # File names the pages use for things that are not repository files: files on a host or in a
 # Hermes home, and the names of example files an operator writes.
 NOT_REPO_FILES = {
@@ -121,7 +123,7 @@ def test_every_path_in_backticks_exists(page):
         if any(ch in span for ch in " <>$…=") or "://" in span or span.startswith(("~", "-", ".venv/")):
             continue  # a command, a placeholder, a URL or an option, not a path
         if span.startswith("/"):
-            if not span.startswith(HOST_PREFIXES):
+            if not span.startswith(HOST_PREFIXES) and span not in ENDPOINT_PATHS:
                 missing.append(f"{span} (a host path not in HOST_PREFIXES)")
             continue
         if "/" in span:
