@@ -160,7 +160,7 @@ class HermesHost:
             time.sleep(1)
         return False
 
-    def processes(self) -> list[int]:
+    def home_processes(self) -> list[int]:
         """Every process whose environment carries this home (workers and their children)."""
         found = []
         for pid in filter(str.isdigit, os.listdir("/proc")):
@@ -173,7 +173,7 @@ class HermesHost:
         return found
 
     def kill_everything(self) -> None:
-        for pid in self.processes():
+        for pid in self.home_processes():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 

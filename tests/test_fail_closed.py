@@ -118,7 +118,7 @@ def test_a_broken_hermes_dispatches_nothing_and_releases_the_lock(paced_host, bo
     assert _fields(proc.stdout)["reason"] == reason
     _nothing_dispatched(paced_host, cards)
     # Another user's `sleep 300` may run beside the test: only this home's processes count.
-    hung = [pid for pid in paced_host.processes() if b"sleep\x00300" in _cmdline(pid)]
+    hung = [pid for pid in paced_host.home_processes() if b"sleep\x00300" in _cmdline(pid)]
     assert hung == [], "the hung hermes outlived its timeout"
     # The lock was released: the next pass, with the real hermes, dispatches.
     after = paced_host.capped(MAX_PARALLEL="1")
