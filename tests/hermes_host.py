@@ -201,3 +201,37 @@ class WorkerSampler(threading.Thread):
     def stop(self) -> None:
         self._stop_event.set()
         self.join()
+
+
+def pace_until_done(host, boards: dict[str | None, dict], timeout: float = 300):
+    """One sub-minute loop per board, started again each time it ends (as cron starts one each
+    minute), until every card is done."""
+    sampler = WorkerSampler(host)
+    sampler.start()
+    loops: dict[str | None, subprocess.Popen] = {}
+    logs = dict.fromkeys(boards, "")
+
+    def start(board):
+        env = {**boards[board], **({"BOARD": board} if board else {})}
+        loops[board] = host.subminute(RUNS_PER_MINUTE="30", **env)
+
+    deadline = time.monotonic() + timeout
+    finished = False
+    try:
+        for board in boards:
+            start(board)
+        while not finished and time.monotonic() < deadline:
+            for board, loop in loops.items():
+                if loop.poll() is not None:
+                    logs[board] += loop.communicate()[0]
+                    start(board)
+            finished = all(set(host.statuses(b).values()) == {"done"} for b in boards) and not host.workers()
+            time.sleep(1)
+    finally:
+        for board, loop in loops.items():
+            os.killpg(loop.pid, signal.SIGTERM)
+            logs[board] += loop.communicate()[0]
+        sampler.stop()
+    logs = list(logs.values())
+    assert finished, f"cards not all done: {[host.statuses(b) for b in boards]}\n" + "\n".join(logs)
+    return sampler, logs

@@ -2,36 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import signal
-
 import pytest
-from hermes_host import WorkerSampler
+from hermes_host import pace_until_done
 
 pytestmark = pytest.mark.hermes
 CAP = 2
 
 
 def _pace_until_done(host, boards: dict[str | None, dict], timeout: float = 240):
-    """Run one sub-minute loop per board (as cron would, minute after minute) until all is done."""
-    sampler = WorkerSampler(host)
-    sampler.start()
-    loops = []
-    try:
-        for board, env in boards.items():
-            loops.append(
-                host.subminute(
-                    MAX_PARALLEL=str(CAP), RUNS_PER_MINUTE="30", **({"BOARD": board} if board else {}), **env
-                )
-            )
-        finished = host.wait_all_done(list(boards), timeout)
-    finally:
-        for loop in loops:
-            os.killpg(loop.pid, signal.SIGTERM)
-        logs = [loop.communicate()[0] for loop in loops]
-        sampler.stop()
-    assert finished, f"cards not all done: {[host.statuses(b) for b in boards]}\n" + "\n".join(logs)
-    return sampler, logs
+    return pace_until_done(
+        host, {board: {"MAX_PARALLEL": str(CAP), **env} for board, env in boards.items()}, timeout
+    )
 
 
 def test_cap_holds_at_the_endpoint_through_a_burst(paced_host):

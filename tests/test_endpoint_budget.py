@@ -8,14 +8,10 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
-import signal
-import subprocess
-import time
 
 import pytest
 from fake_llm import foreign_stream
-from hermes_host import WorkerSampler
+from hermes_host import pace_until_done
 
 pytestmark = pytest.mark.hermes
 
@@ -36,40 +32,6 @@ def _endpoint_env(server, cap: int, boards: str = "default", **extra: str) -> di
     }
 
 
-def _pace_until_done(host, boards: dict[str | None, dict], timeout: float = 300):
-    """One sub-minute loop per board, started again each time it ends (as cron starts one each
-    minute), until every card is done."""
-    sampler = WorkerSampler(host)
-    sampler.start()
-    loops: dict[str | None, subprocess.Popen] = {}
-    logs = dict.fromkeys(boards, "")
-
-    def start(board):
-        env = {**boards[board], **({"BOARD": board} if board else {})}
-        loops[board] = host.subminute(RUNS_PER_MINUTE="30", **env)
-
-    deadline = time.monotonic() + timeout
-    finished = False
-    try:
-        for board in boards:
-            start(board)
-        while not finished and time.monotonic() < deadline:
-            for board, loop in loops.items():
-                if loop.poll() is not None:
-                    logs[board] += loop.communicate()[0]
-                    start(board)
-            finished = all(set(host.statuses(b).values()) == {"done"} for b in boards) and not host.workers()
-            time.sleep(1)
-    finally:
-        for board, loop in loops.items():
-            os.killpg(loop.pid, signal.SIGTERM)
-            logs[board] += loop.communicate()[0]
-        sampler.stop()
-    logs = list(logs.values())
-    assert finished, f"cards not all done: {[host.statuses(b) for b in boards]}\n" + "\n".join(logs)
-    return sampler, logs
-
-
 @pytest.fixture
 def shared(host, llm):
     """A Hermes home with two boards whose workers (profiles worker, other-worker) call one endpoint."""
@@ -86,7 +48,7 @@ def test_two_boards_on_one_endpoint_share_its_cap(shared):
     shared.create_cards(4, assignee="other-worker", board="other")
     env = _endpoint_env(shared.endpoint, 2, boards="default,other", MAX_PARALLEL="2")
 
-    sampler, logs = _pace_until_done(shared, {None: env, "other": env})
+    sampler, logs = pace_until_done(shared, {None: env, "other": env})
 
     stats = shared.endpoint.recorder.stats()
     assert stats["peak_in_flight"] <= 2, logs
@@ -103,7 +65,7 @@ def test_foreign_requests_at_the_endpoint_take_slots(shared):
     url = f"http://127.0.0.1:{shared.endpoint.server_address[1]}/v1"
     stream = foreign_stream(url, 1, hold=3.0)
     try:
-        _, logs = _pace_until_done(shared, {None: _endpoint_env(shared.endpoint, 3, MAX_PARALLEL="3")})
+        _, logs = pace_until_done(shared, {None: _endpoint_env(shared.endpoint, 3, MAX_PARALLEL="3")})
     finally:
         stream.stop()
 
