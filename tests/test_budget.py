@@ -62,6 +62,13 @@ def test_foreign_requests_take_slots_and_are_remembered_over_a_tool_call():
     assert (later.foreign, later.free) == (0, 2)
 
 
+def test_with_no_worker_of_ours_alive_the_endpoint_s_load_is_all_foreign():
+    state = budget.State(foreign=[[1000.0, 2.0]])
+    idle = [_load("a", (10.0,))]
+    held = budget.budget(3, idle, _reading(0), state, now=1001.0, ramp=False)
+    assert (held.foreign, held.free) == (0, 3)  # the foreign requests ended: no need to wait out the window
+
+
 def test_a_queue_at_the_endpoint_admits_nothing():
     held = budget.budget(
         8, [_load("a", (1.0, 2.0, 3.0, 4.0))], _reading(2, waiting=1), budget.State(), 1000.0, False

@@ -7,7 +7,8 @@ free slots card by card, oldest ready card first, whatever its board.
 
 Foreign load is what the endpoint reports running beyond this host's live workers. A worker is
 between two requests for a moment (a tool call), so one reading would count a foreign request as
-ours; the estimate is the largest seen over the last FOREIGN_WINDOW seconds.
+ours; the estimate is the largest seen over the last FOREIGN_WINDOW seconds, and what the endpoint
+runs while no worker of ours lives is all foreign.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from . import workers
 if TYPE_CHECKING:
     from .endpoint import Reading
 
-FOREIGN_WINDOW = 15.0
+FOREIGN_WINDOW = 60.0
 STATE_LIMIT = 64 << 10
 
 
@@ -133,11 +134,15 @@ def health(state: State, reading: Reading, now: float, ramp_seconds: int) -> boo
 
 
 def foreign_estimate(state: State, reading: Reading | None, our_workers: int, now: float) -> int:
-    """Requests at the endpoint that are none of this host's workers: the largest of the recent
-    readings of (running at the endpoint - our live workers). 0 when the endpoint reports no count."""
+    """Requests at the endpoint that are none of this host's workers. With no worker of ours alive,
+    what the endpoint runs is all foreign: that reading replaces what was remembered. Otherwise
+    (running - our live workers) is only a lower bound (a worker of ours may be starting or in a
+    tool call), so the estimate is the largest lower bound of the last FOREIGN_WINDOW seconds.
+    0 when the endpoint reports no count."""
     state.foreign = [sample for sample in state.foreign if 0 <= now - sample[0] <= FOREIGN_WINDOW]
     if reading is not None and reading.running is not None:
-        state.foreign.append([now, float(max(0, reading.running - our_workers))])
+        sample = [now, float(max(0, reading.running - our_workers))]
+        state.foreign = [sample] if our_workers == 0 else [*state.foreign, sample]
     return int(max((n for _, n in state.foreign), default=0))
 
 

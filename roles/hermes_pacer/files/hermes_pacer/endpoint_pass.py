@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import board as boards
-from . import budget, endpoint, hermes_config, host, locking, passlog, workers
+from . import budget, hermes_config, host, locking, passlog, workers
 from .settings import Settings
 
 # How long a pass waits for another board's pass of the same endpoint (a dispatch takes ~1 s).
@@ -71,6 +71,10 @@ def _locked(
     url = point.url or hermes_config.model_base_url(boards.config_path(env))
     reading = None
     if url:
+        # Imported here: http.client and ssl cost more than an idle pass, and only a pass with
+        # work to start probes.
+        from . import endpoint
+
         kind = state.kind if point.kind == "auto" and state.kind else point.kind
         reading = endpoint.probe(url, kind, point.timeout)
         if reading.up and point.kind == "auto":
