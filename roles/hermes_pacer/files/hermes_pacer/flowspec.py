@@ -14,6 +14,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .host import DEFAULT_BOARD
 from .settings import BOARD_SLUG
 
 # Flow names and step keys make the cards' idempotency keys: the board slug rule keeps them plain.
@@ -143,7 +144,7 @@ def _flow(raw: object, at: str, problems: list[str]) -> Flow | None:
         name = None
     else:
         at = f"{at} (flow {name})"
-    board = raw.get("board", "default")
+    board = raw.get("board", DEFAULT_BOARD)
     if not (isinstance(board, str) and BOARD_SLUG.match(board)):
         problems.append(f"{at}: board={board!r} is invalid: expected a board slug of {SLUG_RULE}")
     raw_steps = raw.get("steps")

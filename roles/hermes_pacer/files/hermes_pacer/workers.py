@@ -20,6 +20,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .host import DEFAULT_BOARD
+
 _PROMPT = re.compile(r"^work kanban task (\S+)$")
 CMDLINE_LIMIT = 256 << 10
 ENVIRON_LIMIT = 256 << 10
@@ -70,7 +72,7 @@ def _belongs(environ_path: str, board: str, db: str) -> bool:
         return os.path.realpath(worker_db) == db
     if cut:
         raise OSError(f"{environ_path}: larger than {ENVIRON_LIMIT} bytes, HERMES_KANBAN_DB not in reach")
-    worker_board = env.get(b"HERMES_KANBAN_BOARD", b"default").decode("utf-8", "replace")
+    worker_board = env.get(b"HERMES_KANBAN_BOARD", DEFAULT_BOARD.encode()).decode("utf-8", "replace")
     return worker_board.strip().lower() == board
 
 
