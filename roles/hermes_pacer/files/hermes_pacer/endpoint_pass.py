@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import os
 import time
-import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import board as boards
-from . import budget, hermes_config, host, locking, passlog, workers
+from . import budget, hermes_config, host, locking, passlog, settings, workers
 from .settings import Settings
 
 # How long a pass waits for another board's pass of the same endpoint (a dispatch takes ~1 s).
@@ -33,12 +32,6 @@ class Allowance:
 
 
 Dispatch = Callable[[boards.Snapshot, workers.LiveWorkers, Allowance], int]
-
-
-def shown(url: str) -> str:
-    """The URL without credentials, for the log."""
-    parts = urllib.parse.urlsplit(url)
-    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
 
 
 def run(
@@ -85,7 +78,9 @@ def _locked(
     ramp = budget.health(state, reading, now, point.ramp_seconds) if reading else False
     if reading is not None and not reading.up:
         _save(state_path, state, record)
-        record.update(reason="endpoint_down", error=f"{shown(url)}: {reading.detail}")
+        record.update(
+            reason="endpoint_down", error=f"{settings.url_without_credentials(url)}: {reading.detail}"
+        )
         return 0
     loads = []
     for peer in point.boards or (board,):

@@ -108,14 +108,20 @@ def _check_hermes_paths(env: dict[str, str]) -> None:
             raise SettingError(f"{name}={raw!r} is invalid: expected an absolute path")
 
 
+def url_without_credentials(url: str) -> str:
+    """A URL as the log and the reports may show it: any user:password@ taken out."""
+    scheme, sep, rest = url.strip().partition("://")
+    netloc, slash, path = rest.partition("/")
+    return f"{scheme}{sep}{netloc.rpartition('@')[2]}{slash}{path}"
+
+
 def endpoint_url(name: str, raw: str) -> str:
     """A base URL the pass may probe: http(s), a host, nothing after it but a path."""
     parts = urllib.parse.urlsplit(raw)
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
-        shown = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl() if parts.netloc else raw
         raise SettingError(
-            f"{name}={shown!r} is invalid: expected an http:// or https:// base URL with a host "
-            "(e.g. http://127.0.0.1:8000/v1), no query or fragment"
+            f"{name}={url_without_credentials(raw)!r} is invalid: expected an http:// or https:// base "
+            "URL with a host (e.g. http://127.0.0.1:8000/v1), no query or fragment"
         )
     try:
         parts.port  # noqa: B018 - a port that is not a number raises here

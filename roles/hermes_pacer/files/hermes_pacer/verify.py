@@ -23,6 +23,7 @@ from pathlib import Path
 
 from . import board as boards
 from . import board_health, capacity, hermes_config, host, keeper, passlog, paths, safefile, workers
+from .settings import url_without_credentials
 
 LOG_TAIL_BYTES = 64 * 1024
 JOURNAL_LINES = 200
@@ -394,15 +395,11 @@ def _refused_checks(refused: list[str]) -> list[Check]:
 # --- the LLM endpoint each board's workers call -------------------------------------------------
 
 
-def _without_credentials(url: str) -> str:
-    scheme, sep, rest = url.strip().partition("://")
-    netloc, slash, path = rest.partition("/")
-    return f"{scheme}{sep}{netloc.rpartition('@')[2]}{slash}{path}"
-
-
 def _same_endpoint(url: str) -> str:
     """A base URL as compared: no credentials, no trailing / or /v1, scheme and host lowercased."""
-    scheme, sep, rest = _without_credentials(url).rstrip("/").removesuffix("/v1").rstrip("/").partition("://")
+    scheme, sep, rest = (
+        url_without_credentials(url).rstrip("/").removesuffix("/v1").rstrip("/").partition("://")
+    )
     netloc, slash, path = rest.partition("/")
     return f"{scheme.lower()}{sep}{netloc.lower()}{slash}{path}"
 
@@ -421,7 +418,7 @@ def _endpoint(pacer: paths.Pacer) -> dict:
     return {
         "name": name,
         "cap": int(cap) if cap.isdigit() else None,
-        "url": _without_credentials(url) if url else "",
+        "url": url_without_credentials(url) if url else "",
         "url_from": url_from,
     }
 
@@ -445,8 +442,8 @@ def _endpoint_warnings(root: Path, pacers: list[paths.Pacer]) -> list[str]:
         who = f"profile {home.name}" if home != root else "the root home"
         named = "; ".join(board for found in boards.values() for board in found)
         warnings.append(
-            f"{who} ({config}) calls {_without_credentials(url)} (model.base_url), not the endpoint of "
-            f"{named}: its workers' requests are not counted in that endpoint's budget"
+            f"{who} ({config}) calls {url_without_credentials(url)} (model.base_url), not the endpoint "
+            f"of {named}: its workers' requests are not counted in that endpoint's budget"
         )
     return warnings
 
