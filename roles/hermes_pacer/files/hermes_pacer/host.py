@@ -28,6 +28,13 @@ KEEPER_ID = "hermes-board-keeper"
 KEEPER_UNIT = f"{KEEPER_ID}.service"
 DEFAULT_LOCK_DIR = "/run/lock/hermes-pacer"
 DEFAULT_LOG_DIR = "/var/log/hermes"
+# What the passes leave for operators: a status file per board and endpoint (`hermes-pacer status`)
+# and, when metrics are on, their Prometheus textfiles. The Hermes user owns both directories.
+DEFAULT_STATE_DIR = "/var/lib/hermes-pacer"
+DEFAULT_METRICS_DIR = "/var/lib/hermes-pacer/metrics"
+# Debian's prometheus-node-exporter reads *.prom files here (--collector.textfile.directory).
+DEBIAN_TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
+METRICS_PREFIX = "hermes-pacer-"
 SCHEDULERS = ("systemd", "cron")
 # The recipe's script names: the cron line runs the loop, a unit runs one pass.
 CAPPED_SCRIPT = "hermes-kanban-dispatch-capped.sh"
@@ -72,6 +79,9 @@ SETTINGS_KEYS: dict[str, Key] = {
     "PACER_ENDPOINT_BOARDS": Key("the host's boards on it, this one too: slug:cap,slug:cap"),
     "PACER_ENDPOINT_TIMEOUT": Key("seconds one probe of the endpoint may take, 1-30"),
     "PACER_ENDPOINT_RAMP_SECONDS": Key("after an outage: one new worker a pass for this many seconds"),
+    # What operators see. Both directories belong to the Hermes user; root reads them as hostile.
+    "PACER_STATE_DIR": Key("where each pass writes the status of its board and endpoint (JSON)"),
+    "PACER_METRICS_DIR": Key("where each pass writes Prometheus textfiles; unset: no metrics"),
 }
 ENDPOINT_KINDS = ("auto", "vllm", "llamacpp", "ollama", "openai")
 
@@ -139,6 +149,25 @@ def endpoint_lock(lock_dir: Path, endpoint: str) -> Path:
 def endpoint_state(lock_dir: Path, endpoint: str) -> Path:
     """What the passes remember of the endpoint between passes: its kind, outages, foreign load."""
     return lock_dir / f"endpoint-{endpoint}.json"
+
+
+def status_file(state_dir: Path, board: str) -> Path:
+    """The board's last pass, its counters and its failing streak (docs/metrics.md, status files)."""
+    return Path(state_dir) / f"board-{board}.json"
+
+
+def endpoint_status_file(state_dir: Path, endpoint: str) -> Path:
+    """The endpoint's last probe as a pass of one of its boards saw it."""
+    return Path(state_dir) / f"endpoint-{endpoint}.json"
+
+
+def metrics_file(metrics_dir: Path, board: str) -> Path:
+    """The board's Prometheus textfile; the role links node_exporter's textfile directory to it."""
+    return Path(metrics_dir) / f"{METRICS_PREFIX}board-{board}.prom"
+
+
+def endpoint_metrics_file(metrics_dir: Path, endpoint: str) -> Path:
+    return Path(metrics_dir) / f"{METRICS_PREFIX}endpoint-{endpoint}.prom"
 
 
 def loop_lock(lock_dir: Path, board: str) -> Path:
