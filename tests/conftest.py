@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import hermes_install
 import pytest
 from fake_llm import serve
@@ -56,3 +59,16 @@ def paced_host(host, llm):
     host.configure(port, {"worker": port})
     host.endpoint = endpoint
     return host
+
+
+@pytest.fixture(scope="session")
+def promtool() -> Path:
+    """Debian's promtool (tests/prometheus_tools.py); skipped where a non-root user cannot fetch it."""
+    import prometheus_tools
+
+    try:
+        return prometheus_tools.tool("promtool")
+    except prometheus_tools.Unavailable as exc:
+        if os.geteuid() == 0:
+            raise  # root can fetch it (CI): a skip there would hide every rule test
+        pytest.skip(str(exc))
