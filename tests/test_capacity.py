@@ -12,20 +12,20 @@ F = frozenset
 
 
 def test_running_cards_are_counted_once_not_twice():
-    # One card running with its worker, cap 2: one slot, and --max 2 lets Hermes add exactly one.
+    # One card running with its worker, cap 2: one slot (the pass then gives --max 1 + 1).
     step = capacity.plan(2, F({"a"}), F({"a"}))
-    assert (step.occupied, step.lingering, step.slots, step.max_arg) == (1, 0, 1, 2)
+    assert (step.occupied, step.lingering, step.slots) == (1, 0, 1)
 
 
 def test_a_worker_past_its_card_holds_its_slot():
     # Card "a" is done but its worker is still making the final call.
     step = capacity.plan(2, F(), F({"a"}))
-    assert (step.occupied, step.lingering, step.slots, step.max_arg) == (1, 1, 1, 1)
+    assert (step.occupied, step.lingering, step.slots) == (1, 1, 1)
 
 
-def test_no_slot_means_max_zero():
+def test_a_lingering_worker_beside_a_running_card_fills_the_cap():
     step = capacity.plan(2, F({"a"}), F({"a", "b"}))
-    assert step.slots == 0 and step.max_arg == 0
+    assert (step.occupied, step.lingering, step.slots) == (2, 1, 0)
 
 
 def test_a_running_card_without_a_worker_still_holds_a_slot():
@@ -35,7 +35,7 @@ def test_a_running_card_without_a_worker_still_holds_a_slot():
 
 def test_unattributed_workers_count_against_the_board():
     step = capacity.plan(3, F({"a"}), F({"a"}), unattributed=1)
-    assert (step.occupied, step.slots, step.max_arg) == (2, 1, 2)
+    assert (step.occupied, step.slots) == (2, 1)
 
 
 def test_excess_hands_back_the_newest_spawns():

@@ -1,9 +1,10 @@
-"""The slot arithmetic of one pass: what occupies the cap and what `dispatch --max` must be.
+"""The slot arithmetic of one pass: what occupies the cap and how many slots are free.
 
 `hermes kanban dispatch --max N` (0.14 - 0.19) is a live cap: it stops when cards in `running`
 plus this pass's spawns reach N. Workers whose card already left `running` (the final LLM call
 after kanban_complete) are invisible to it, so they are taken off N; running cards are not, since
-Hermes counts those itself (subtracting them again is the manual recipe's double count).
+Hermes counts those itself (subtracting them again is the manual recipe's double count): the pass
+gives `--max` as the board's running cards plus the slots it may fill.
 """
 
 from __future__ import annotations
@@ -16,16 +17,12 @@ class Plan:
     occupied: int  # distinct cards holding a slot: running, or with a live worker
     lingering: int  # live workers Hermes does not count: card no longer running, or board unknown
     slots: int  # how many more workers may start now
-    max_arg: int  # the value for `dispatch --max` that lets exactly `slots` start
 
 
 def plan(cap: int, running: frozenset[str], workers: frozenset[str], unattributed: int = 0) -> Plan:
     lingering = len(workers - running) + unattributed
     occupied = len(running | workers) + unattributed
-    slots = max(0, cap - occupied)
-    # With no slot, 0 spawns nothing whatever Hermes counts; it still reclaims and promotes.
-    max_arg = cap - lingering if slots else 0
-    return Plan(occupied=occupied, lingering=lingering, slots=slots, max_arg=max_arg)
+    return Plan(occupied=occupied, lingering=lingering, slots=max(0, cap - occupied))
 
 
 def excess(
