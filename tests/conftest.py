@@ -25,12 +25,13 @@ class Endpoints:
         import threading
 
         server = serve(hold, final_hold, **shape)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
         self.servers.append(server)
         return server
 
     def stop(self):
         for server in self.servers:
+            server.set_state("down")  # cut the requests still held: shutdown waits for its handlers
             server.shutdown()
             server.server_close()
 
@@ -40,6 +41,18 @@ def llm():
     endpoints = Endpoints()
     yield endpoints
     endpoints.stop()
+
+
+@pytest.fixture
+def fake_endpoint(llm):
+    """Quick fake endpoints (requests held 0.05 s): fake_endpoint(flavour=..., slots=...) ->
+    (server, its root URL http://127.0.0.1:PORT)."""
+
+    def start(**shape):
+        server = llm.start(0.05, 0.05, **shape)
+        return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+    return start
 
 
 @pytest.fixture

@@ -440,6 +440,14 @@ class FakeLLM(ThreadingHTTPServer):
         self.gate.set_state(state)
 
 
+def until(check, what: str, limit: float = 20.0) -> None:
+    """Wait for a state of the servers under test (a bound, not a timing claim); fail naming `what`."""
+    end = time.monotonic() + limit
+    while not check():
+        assert time.monotonic() < end, f"still not {what} after {limit:g}s"
+        time.sleep(0.02)
+
+
 def serve(
     hold: float, final_hold: float, port: int = 0, flavour: str = "vllm", slots: int | None = None
 ) -> FakeLLM:

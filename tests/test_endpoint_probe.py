@@ -13,36 +13,21 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from fake_llm import FLAVOURS, foreign_stream, serve
+from fake_llm import FLAVOURS, foreign_stream, until
 from hermes_pacer import endpoint
 
 LOADS = {"vllm": True, "llamacpp": True, "ollama": False, "openai": False}
 
 
 @pytest.fixture
-def fake():
-    """Start fake endpoints: fake(flavour=..., slots=...) -> (server, base URL)."""
-    started = []
+def fake(fake_endpoint):
+    """fake_endpoint's servers, with the base URL of the OpenAI API (/v1)."""
 
-    def start(**options):
-        server = serve(0.05, 0.05, **options)
-        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-        started.append(server)
-        return server, f"http://127.0.0.1:{server.server_address[1]}/v1"
+    def start(**shape):
+        server, root = fake_endpoint(**shape)
+        return server, root + "/v1"
 
-    yield start
-    for server in started:
-        server.set_state("up")
-        server.shutdown()
-        server.server_close()
-
-
-def until(check, what: str, limit: float = 20.0):
-    """Wait for a state of the servers under test (a bound, not a timing claim)."""
-    end = time.monotonic() + limit
-    while not check():
-        assert time.monotonic() < end, f"still not {what} after {limit:g}s"
-        time.sleep(0.02)
+    return start
 
 
 class Odd(ThreadingHTTPServer):

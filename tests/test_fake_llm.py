@@ -5,40 +5,25 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
-from fake_llm import FakeLLM, foreign_stream, serve
+from fake_llm import foreign_stream, serve, until
 
 FAKE = Path(__file__).with_name("fake_llm.py")
 
 
 @pytest.fixture
-def server():
-    started: list[FakeLLM] = []
+def server(fake_endpoint):
+    """fake_endpoint's servers, with the base URL."""
 
-    def start(**options) -> tuple[FakeLLM, str]:
-        fake = serve(0.05, 0.05, **options)
-        threading.Thread(target=fake.serve_forever, args=(0.05,), daemon=True).start()
-        started.append(fake)
-        return fake, f"http://127.0.0.1:{fake.server_address[1]}"
+    def start(**shape):
+        server, root = fake_endpoint(**shape)
+        return server, root
 
-    yield start
-    for fake in started:
-        fake.set_state("down")  # cut what is still held
-        fake.shutdown()
-        fake.server_close()
-
-
-def until(check, what: str, limit: float = 20.0) -> None:
-    end = time.monotonic() + limit
-    while not check():
-        assert time.monotonic() < end, f"still not {what} after {limit:g}s"
-        time.sleep(0.02)
+    return start
 
 
 def post(url: str, payload: object) -> tuple[int, dict]:
