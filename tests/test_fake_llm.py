@@ -15,17 +15,6 @@ from fake_llm import foreign_stream, serve, until
 FAKE = Path(__file__).with_name("fake_llm.py")
 
 
-@pytest.fixture
-def server(fake_endpoint):
-    """fake_endpoint's servers, with the base URL."""
-
-    def start(**shape):
-        server, root = fake_endpoint(**shape)
-        return server, root
-
-    return start
-
-
 def post(url: str, payload: object) -> tuple[int, dict]:
     request = urllib.request.Request(url, json.dumps(payload).encode(), {"Content-Type": "application/json"})
     try:
@@ -35,8 +24,8 @@ def post(url: str, payload: object) -> tuple[int, dict]:
         return error.code, json.loads(error.read())
 
 
-def test_a_workers_request_is_recorded_with_its_card_and_not_as_foreign(server):
-    fake, root = server()
+def test_a_workers_request_is_recorded_with_its_card_and_not_as_foreign(fake_endpoint):
+    fake, root = fake_endpoint()
     tools = [{"type": "function", "function": {"name": "kanban_complete"}}]
     prompt = {"role": "user", "content": "work kanban task t_1a2b"}
     status, answer = post(root + "/v1/chat/completions", {"messages": [prompt], "tools": tools})
@@ -51,8 +40,8 @@ def test_a_workers_request_is_recorded_with_its_card_and_not_as_foreign(server):
     assert stats["in_flight"] == 0 and stats["peak_foreign_in_flight"] == 1
 
 
-def test_slots_hold_the_rest_waiting_and_an_outage_cuts_the_waiting_too(server):
-    fake, root = server(flavour="vllm", slots=2)
+def test_slots_hold_the_rest_waiting_and_an_outage_cuts_the_waiting_too(fake_endpoint):
+    fake, root = fake_endpoint(flavour="vllm", slots=2)
     stream = foreign_stream(root, concurrency=5, hold=30)
     try:
         until(lambda: fake.gate.load() == (2, 3), "2 processing and 3 waiting")
@@ -65,8 +54,8 @@ def test_slots_hold_the_rest_waiting_and_an_outage_cuts_the_waiting_too(server):
         stream.stop()
 
 
-def test_reset_keeps_what_is_in_flight_as_the_new_peak(server):
-    fake, root = server()
+def test_reset_keeps_what_is_in_flight_as_the_new_peak(fake_endpoint):
+    fake, root = fake_endpoint()
     stream = foreign_stream(root + "/v1", concurrency=2, hold=30)
     try:
         until(lambda: fake.recorder.stats()["in_flight"] == 2, "2 in flight")
@@ -77,8 +66,8 @@ def test_reset_keeps_what_is_in_flight_as_the_new_peak(server):
         stream.stop()
 
 
-def test_a_request_may_set_its_own_hold(server):
-    fake, root = server()
+def test_a_request_may_set_its_own_hold(fake_endpoint):
+    fake, root = fake_endpoint()
     fake.final_hold = 600  # a chat without fake_hold would outlast the test
     status, _ = post(root + "/v1/chat/completions", {"messages": [], "fake_hold": 0})
     assert status == 200
