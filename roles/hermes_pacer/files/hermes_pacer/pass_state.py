@@ -17,9 +17,11 @@ nothing here follows a link, and root reads these files as hostile input (`herme
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,7 +151,7 @@ def _record(target: Target, record: dict) -> None:
 def read_status(path: Path, board: str) -> tuple[dict | None, str]:
     """The previous status of the board, or (None, why the counters start again at 0)."""
     try:
-        data = safefile.read_bytes(os.path.abspath(path), LIMIT)
+        data = read_bounded(path, LIMIT)
     except FileNotFoundError:
         return None, "no status file yet"
     except OSError as exc:
@@ -160,6 +162,29 @@ def read_status(path: Path, board: str) -> tuple[dict | None, str]:
         return None, "the status file is not JSON"
     problem = _invalid(status, board)
     return (None, problem) if problem else (status, "")
+
+
+def read_bounded(path: Path, limit: int) -> bytes:
+    """A regular file of at most `limit` bytes, reached as safefile walks, its own name never a
+    link (not even root's: nothing in these directories is one); UnsafeFile otherwise."""
+    folder, name = safefile.open_parent(os.path.abspath(path))
+    try:
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+        try:
+            fd = os.open(name, flags, dir_fd=folder)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise safefile.UnsafeFile(errno.ELOOP, f"{path} is a symbolic link: not followed") from None
+            raise
+    finally:
+        os.close(folder)
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise safefile.UnsafeFile(errno.EINVAL, f"{path} is not a regular file: not read")
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise safefile.UnsafeFile(errno.EFBIG, f"{path} is larger than {limit} bytes: not read")
+    return data
 
 
 def _count(value: object) -> bool:
