@@ -8,10 +8,11 @@ temporary file beside it, then a rename), so a reader never sees half a file.
 
 Writing is never part of what the pass did: a directory that is missing, not writable or full adds
 `state_unwritten:<why>` or `metrics_unwritten:<why>` to the record's warning, and the pass's rc
-stays. A previous file that is missing, too large, a link, not a regular file or not ours to
-parse starts the counters again at 0 (Prometheus' rate() takes that as a counter reset), said once
-as `counters_reset:<why>`. The directories belong to the Hermes user, whose workers are hostile:
-nothing here follows a link, and root reads these files as hostile input (`hermes-pacer status`).
+stays. A board's first pass starts its counters at 0; a previous file that is too large, a link,
+not a regular file or not ours to parse starts them again at 0 (Prometheus' rate() takes that as a
+counter reset), said once as `counters_reset:<why>`. The directories belong to the Hermes user,
+whose workers are hostile: nothing here follows a link, and root reads these files as hostile input
+(`hermes-pacer status`).
 """
 
 from __future__ import annotations
@@ -150,7 +151,7 @@ def read_status(path: Path, board: str) -> tuple[dict | None, str]:
     try:
         data = read_bounded(path, LIMIT)
     except FileNotFoundError:
-        return None, "no status file yet"
+        return None, ""  # the board's first pass here: nothing was lost, nothing to say
     except OSError as exc:
         return None, _why(exc) if isinstance(exc, safefile.UnsafeFile) else f"unreadable: {_why(exc)}"
     try:
