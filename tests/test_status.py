@@ -246,6 +246,7 @@ def test_an_endpoint_down(tmp_path):
     run = status("--etc", etc)
     assert run.returncode == 1
     assert re.search(r"endpoint_down\s+gpu0 down: connection refused$", run.stdout, re.M)
+    assert "    ! endpoint gpu0 is down: connection refused" in run.stdout
     assert as_json(etc)[1]["boards"][0]["flags"] == ["endpoint_down"]
 
 
@@ -256,7 +257,7 @@ def test_no_status_yet(tmp_path):
     run = status("--etc", etc)
     assert run.returncode == 0, "a board no pass has reached yet is not a failure"
     assert re.search(r"^default\s+2\s+-\s+-\s+-\s+-\s+-\s+-\s+gpu0 no status yet$", run.stdout, re.M)
-    assert f"! no status yet: {state / 'board-default.json'} does not exist" in run.stdout
+    assert f"    ! no status yet: no pass has written {state / 'board-default.json'}\n" in run.stdout
     assert as_json(etc)[1]["boards"][0]["flags"] == ["no_status"]
 
 

@@ -177,7 +177,8 @@ def read_status(path: Path, what: str) -> dict | None:
 
 
 def _age(now: float, then: float | None) -> float | None:
-    return None if then is None else max(0.0, now - then)
+    """Seconds since `then` (a tenth is all an operator needs), 0 for a time ahead of now."""
+    return None if then is None else round(max(0.0, now - then), 1)
 
 
 def _endpoint_view(env: dict[str, str], state_dir: Path, now: float) -> dict | None:
@@ -262,6 +263,8 @@ def board_view(source: Path, now: float) -> dict:
     endpoint = view["endpoint"] or {}
     if endpoint.get("state") == "down":
         view["flags"].append("endpoint_down")
+        detail = f": {endpoint['detail']}" if endpoint["detail"] else ""
+        view["problems"].append(f"endpoint {endpoint['name']} is down{detail}")
     elif endpoint.get("state") == "unreadable":
         view["flags"].append("unreadable")
         view["problems"].append(endpoint["problem"])
@@ -274,7 +277,7 @@ def _last_pass(view: dict, path: Path, now: float) -> None:
         document = read_status(path, str(path))
         if document is None:
             view["flags"].append("no_status")
-            view["problems"].append(f"no status yet: {path} does not exist (no pass has written it)")
+            view["problems"].append(f"no status yet: no pass has written {path}")
             return
         last = board_status(document, view["board"])
         if last["time"] > now + FUTURE_SLACK:
@@ -461,9 +464,18 @@ CLEAR = "\x1b[H\x1b[2J"  # home, then clear the screen: the next frame is drawn 
 def command(etc: Path, as_json: bool, watch: float | None) -> int:
     """`hermes-pacer status`: one view (exit status as exit_status), or one every `watch` seconds
     until Ctrl-C (exit 0): drawn in place on a terminal, successive blocks otherwise."""
+    try:
+        return _show(etc, as_json, watch)
+    except BrokenPipeError:
+        # The reader went away (`| head`): nothing more to show it, and no traceback at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _show(etc: Path, as_json: bool, watch: float | None) -> int:
     if watch is None:
         document = collect(etc)
-        print(json.dumps(document, indent=2) if as_json else render(document))
+        print(json.dumps(document, indent=2) if as_json else render(document), flush=True)
         if not document["boards"] and not as_json:
             print(f"hermes-pacer: {document['error']}", file=sys.stderr)
         return exit_status(document)
@@ -481,8 +493,4 @@ def command(etc: Path, as_json: bool, watch: float | None) -> int:
     except KeyboardInterrupt:
         if terminal:
             sys.stdout.write("\n")
-        return 0
-    except BrokenPipeError:
-        # The reader went away (`| head`): nothing more to show it.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
