@@ -206,6 +206,17 @@ def test_the_table_and_the_json_of_fine_boards(tmp_path):
     assert document["boards"][1]["endpoint"] is None and document["boards"][1]["interval"] == 60.0
 
 
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [(None, "-"), (0, "0s"), (12.9, "12s"), (59, "59s"), (240, "4m"), (3 * 3600 + 5, "3h")],
+)
+def test_human_ages(seconds, shown):
+    sys.path.insert(0, str(REPO / "pacer"))
+    from hermes_pacer.status import human_age
+
+    assert human_age(seconds) == shown
+
+
 def test_a_ramping_endpoint(tmp_path):
     etc, state = host_with(tmp_path)
     write_json(state / "endpoint-gpu0.json", endpoint_document("gpu0", time.time(), ramp=True, foreign=0))

@@ -302,7 +302,8 @@ def _last_pass(view: dict, path: Path, now: float) -> None:
     if last["rc"] == 1 or last["failing_since"] is not None:
         view["flags"].append("failing")
         since = human_age(view["failing_since_age"] if last["failing_since"] is not None else age)
-        view["problems"].append(f"failing closed for {since}: {last['reason']}: {last['error']}")
+        error = f": {last['error']}" if last["error"] else ""
+        view["problems"].append(f"failing closed for {since}: {last['reason']}{error}")
 
 
 # --- the document ------------------------------------------------------------------------------
