@@ -326,6 +326,54 @@ def verify(c, inventory="", limit="", hosts="hermes_hosts", json=False):
         raise SystemExit(1)
 
 
+@task(
+    help={
+        "inventory": "inventory (default: ansible.cfg's, this machine)",
+        "limit": "limit to these hosts (ansible --limit)",
+        "hosts": "host group or pattern (default: hermes_hosts)",
+        "json": "print the documents as JSON, keyed by host",
+    }
+)
+def status(c, inventory="", limit="", hosts="hermes_hosts", json=False):
+    """What each host's paced boards last did: one table with a host column (hermes-pacer status)."""
+    import json as jsonlib
+    import time
+
+    sys.path.insert(0, str(REPO / "pacer"))
+    from hermes_pacer.status import render_fleet
+
+    options = _inventory_options(inventory, limit) + f" -e hermes_pacer_hosts={shlex.quote(hosts)}"
+    with tempfile.TemporaryDirectory() as folder, c.cd(str(REPO)):
+        expected = _play_hosts(c, "playbooks/status.yml", options)
+        play = c.run(
+            f"{_venv_bin('ansible-playbook')} playbooks/status.yml{options} "
+            f"-e hermes_pacer_status_dir={shlex.quote(folder)}",
+            hide=True,
+            warn=True,
+        )
+        documents = {}
+        for path in sorted(Path(folder).glob("*.json")):
+            try:
+                documents[path.stem] = jsonlib.loads(path.read_text())
+            except ValueError:
+                documents[path.stem] = {"ok": False, "error": "its status is not JSON"}
+    # A host the play targets writes its document last: none, it was unreachable or failed.
+    for host in expected:
+        if not isinstance(documents.get(host), dict):
+            documents[host] = {
+                "ok": False,
+                "error": "unreachable or failed, no status" + _failure_of(play.stdout, host),
+            }
+    if not documents:
+        print(play.stdout[-3000:], play.stderr[-3000:], file=sys.stderr)
+    if json:
+        print(jsonlib.dumps(documents, indent=2))
+    else:
+        print(render_fleet(documents, time.time()))
+    if not documents or not all(document.get("ok") for document in documents.values()):
+        raise SystemExit(1)
+
+
 @task(help={"board": "board slug (default: the current board)", "max_parallel": "the cap (default 2)"})
 def pace(c, board="", max_parallel=2):
     """One capped pacing pass against this machine's Hermes board."""

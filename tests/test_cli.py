@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = REPO / "roles" / "hermes_pacer" / "files" / "scripts"
 PACKAGE = REPO / "roles" / "hermes_pacer" / "files" / "hermes_pacer"
 VERSION = re.search(r'__version__ = "(.+)"', (PACKAGE / "__init__.py").read_text())[1]
-SUBCOMMANDS = ["capped", "subminute", "verify", "flow", "adopt-cron", "backup", "keep-open"]
+SUBCOMMANDS = ["capped", "subminute", "verify", "flow", "adopt-cron", "backup", "keep-open", "status"]
 # Each name the role installs, and the subcommand it stands for (None: all of them).
 NAMES = {
     "hermes-kanban-dispatch-capped.sh": "capped",

@@ -1,7 +1,7 @@
 """Command line of the pacing core: `capped` (one pass), `subminute` (a minute of passes),
 `verify` (the host check), `flow` (create the cards of flow files), `adopt-cron` (comment out
-hand-made dispatch cron lines of managed boards), `backup` (copies of the boards) and `keep-open`
-(the board keeper)."""
+hand-made dispatch cron lines of managed boards), `backup` (copies of the boards), `keep-open`
+(the board keeper) and `status` (what the passes last did)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__, adopt, board_backup, flows, passlog, settings, subminute, verify
+from . import __version__, adopt, board_backup, flows, passlog, settings, status, subminute, verify
 from . import board as boards
 from . import keeper as board_keeper
 from .hermes import StopSignals
@@ -61,6 +61,9 @@ DESCRIPTIONS = {
     "keep-open": "Hold one read-only connection to every paced board of this user's Hermes home, "
     "re-opened when its file is replaced, until SIGTERM: Hermes 0.19 drops its own SQLite locks, and "
     "without a connection that keeps them its processes delete the WAL under each other (lost cards).",
+    "status": "What the passes of this host's paced boards last did, from their status files: cap, "
+    "workers, queue, last pass, endpoint, and flags (stopped, failing closed, endpoint down). Exit status "
+    "0 all fine, 1 a board is not, 2 bad usage or no paced board.",
     "flow": "Create the cards of parent/child flows described in YAML (or JSON) files, each card "
     "after its parents, idempotently: a second run creates nothing.",
 }
@@ -181,6 +184,31 @@ def _keep_open_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hermes-root", type=Path, help="the Hermes root (default: as hermes finds it)")
 
 
+def _watch_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not 0.1 <= seconds <= 3600:
+        raise argparse.ArgumentTypeError(f"--watch takes seconds from 0.1 to 3600, not {text!r}")
+    return seconds
+
+
+def _status_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="one JSON document (docs/metrics.md, Status)")
+    parser.add_argument(
+        "--watch",
+        type=_watch_seconds,
+        nargs="?",
+        const=2.0,
+        metavar="SECONDS",
+        help="show it again every SECONDS (default 2), in place on a terminal, until Ctrl-C",
+    )
+    parser.add_argument(
+        "--etc", type=Path, default=Path("/etc"), help="where hermes-pacer/*.env, the boards' settings, are"
+    )
+
+
 # Each subcommand: its epilog (the environment it reads) and the function adding its options.
 COMMANDS = {
     "capped": (ENVIRONMENT, _pass_arguments),
@@ -190,6 +218,7 @@ COMMANDS = {
     "adopt-cron": (None, _adopt_arguments),
     "backup": (None, _backup_arguments),
     "keep-open": (None, _keep_open_arguments),
+    "status": (None, _status_arguments),
 }
 
 
@@ -250,6 +279,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         return flows.command(args, dict(os.environ))
     if args.command == "adopt-cron":
         return adopt.command(args)
+    if args.command == "status":
+        return status.command(args.etc, args.json, args.watch)
     if args.command == "verify":
         report = verify.run(etc=args.etc, spool=args.spool, homes=args.home)
         print(json.dumps(report, indent=2) if args.json else verify.render(report))
