@@ -7,12 +7,14 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from fake_llm import foreign_stream
 from hermes_host import pace_until_done
 
 pytestmark = pytest.mark.hermes
+COMMAND = Path(__file__).resolve().parents[1] / "roles/hermes_pacer/files/scripts/hermes-pacer"
 
 
 def _records(output: str) -> list[dict]:
@@ -89,7 +91,18 @@ def test_spawned_total_is_the_cards_that_got_workers(watched, promtool):
         assert check.returncode == 0, (path.name, check.stdout, check.stderr)
 
 
-def test_a_failing_pass_shows_as_failing_until_one_succeeds(watched):
+def _status(host, tmp_path) -> tuple[int, dict]:
+    """`hermes-pacer status --json` of a host whose one settings file names the test's state dir."""
+    settings = tmp_path / "etc" / "hermes-pacer" / "default.env"
+    settings.parent.mkdir(parents=True, exist_ok=True)
+    settings.write_text(f"BOARD=default\nMAX_PARALLEL=2\nRUNS_PER_MINUTE=12\nPACER_STATE_DIR={host.state}\n")
+    run = subprocess.run(
+        [str(COMMAND), "status", "--json", "--etc", str(tmp_path / "etc")], capture_output=True, text=True
+    )
+    return run.returncode, json.loads(run.stdout)
+
+
+def test_a_failing_pass_shows_as_failing_until_one_succeeds(watched, tmp_path):
     cards = watched.create_cards(3)
     watched.kanban("block", cards[2], "waiting for input")
     failing = {**watched.out, "HERMES_BIN": "/bin/false", "MAX_PARALLEL": "2"}
@@ -110,6 +123,9 @@ def test_a_failing_pass_shows_as_failing_until_one_succeeds(watched):
     assert _value(board, "hermes_pacer_cards", state="blocked") == 1
     assert _value(board, "hermes_pacer_oldest_ready_age_seconds") >= 0
     assert status["last"]["oldest_ready_created"] <= time.time()
+    code, shown = _status(watched, tmp_path)
+    assert code == 1 and shown["boards"][0]["flags"] == ["failing"], shown
+    assert shown["boards"][0]["reason"] == "hermes_failed" and shown["boards"][0]["ready"] == 2
 
     repaired = watched.capped(**watched.out, MAX_PARALLEL="2")
 
@@ -117,6 +133,8 @@ def test_a_failing_pass_shows_as_failing_until_one_succeeds(watched):
     assert _value(board, "hermes_pacer_failing_since_timestamp_seconds") == 0
     assert _value(board, "hermes_pacer_last_pass_failed") == 0
     assert _value(board, "hermes_pacer_spawned_total") == 2
+    code, shown = _status(watched, tmp_path)
+    assert code == 0 and shown["boards"][0]["flags"] == [] and shown["boards"][0]["reason"] == "dispatched"
 
 
 def test_the_endpoint_file_shows_what_the_endpoint_reports_and_when_it_is_down(watched):
