@@ -56,7 +56,7 @@ def place():
     shutil.rmtree(base)
 
 
-def _play(base: Path, boards: list[dict], metrics_dir: str):
+def _play(base: Path, boards: list[dict], metrics_dir: str, *options: str):
     """Run the role's metrics tasks as the role does (discover, then metrics) on this host."""
     user = _hermes_user()
     play = base / "play.yml"
@@ -78,6 +78,7 @@ def _play(base: Path, boards: list[dict], metrics_dir: str):
         "-i",
         "localhost,",
         str(play),
+        *options,
         extra=variables,
         cwd=base,
         env={"ANSIBLE_ROLES_PATH": str(REPO / "roles")},
@@ -106,6 +107,11 @@ def test_links_to_the_users_textfiles_once_then_nothing_of_dropped_boards(place)
     # Not ours: a file of another collector, a link of that name pointing elsewhere.
     (textfile / "node.prom").write_text("up 1\n")
     (textfile / "hermes-pacer-board-stray.prom").symlink_to("/dev/null")
+
+    # A dry run on the fresh host says what it would do and makes nothing.
+    dry = _play(place, BOARDS, str(textfile), "--check")
+    assert dry.returncode == 0, dry.stdout[-3000:]
+    assert not state.exists() and ours(textfile) == ["hermes-pacer-board-stray.prom"]
 
     assert converge(place, BOARDS, str(textfile)) > 0
     expected = [
