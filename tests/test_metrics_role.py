@@ -29,6 +29,12 @@ PLAY = """\
     - ansible.builtin.import_role:
         name: hermes_pacer
         tasks_from: metrics.yml
+      when: hermes_pacer_state == 'present'
+    # What absent.yml runs of it (the rest of absent.yml works on this host's real paths).
+    - ansible.builtin.import_role:
+        name: hermes_pacer
+        tasks_from: remove-metrics.yml
+      when: hermes_pacer_state == 'absent'
 """
 ENDPOINTS = [{"name": "gpu0", "url": "http://127.0.0.1:8000/v1", "max_parallel": 3}]
 # The system Python, as the inventory's: the Hermes user runs modules with it too (this virtualenv
@@ -56,13 +62,13 @@ def place():
     shutil.rmtree(base)
 
 
-def _play(base: Path, boards: list[dict], metrics_dir: str, *options: str):
+def _play(base: Path, boards: list[dict], metrics_dir: str, *options: str, state: str = "present"):
     """Run the role's metrics tasks as the role does (discover, then metrics) on this host."""
     user = _hermes_user()
     play = base / "play.yml"
     play.write_text(PLAY)
     variables = {
-        "hermes_pacer_state": "present",
+        "hermes_pacer_state": state,
         "hermes_pacer_boards": boards,
         "hermes_pacer_endpoints": ENDPOINTS,
         "hermes_pacer_user": user.pw_name,
@@ -85,9 +91,9 @@ def _play(base: Path, boards: list[dict], metrics_dir: str, *options: str):
     )
 
 
-def converge(base: Path, boards: list[dict], metrics_dir: str) -> int:
+def converge(base: Path, boards: list[dict], metrics_dir: str, state: str = "present") -> int:
     """The number of tasks the run changed."""
-    run = _play(base, boards, metrics_dir)
+    run = _play(base, boards, metrics_dir, state=state)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     recap = run.stdout.split("PLAY RECAP", 1)[1]
     return int(recap.split("changed=", 1)[1].split()[0])
@@ -147,6 +153,17 @@ def test_links_to_the_users_textfiles_once_then_nothing_of_dropped_boards(place)
     assert ours(textfile) == ["hermes-pacer-board-stray.prom"]
     assert (textfile / "node.prom").read_text() == "up 1\n"
     assert converge(place, BOARDS[:1], "") == 0
+
+
+def test_an_uninstall_removes_the_links_and_both_directories(place):
+    state, textfile = place / "state", place / "textfile"
+    textfile.mkdir(mode=0o755)
+    (textfile / "node.prom").write_text("up 1\n")
+    assert converge(place, BOARDS, str(textfile)) > 0
+    assert len(ours(textfile)) == 4
+    assert converge(place, BOARDS, str(textfile), state="absent") > 0
+    assert ours(textfile) == [] and not state.exists()
+    assert (textfile / "node.prom").read_text() == "up 1\n"
 
 
 def test_a_textfile_directory_the_hermes_user_can_write_is_refused(place):
