@@ -77,11 +77,19 @@ PLAY = """
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory):
     """Per scheduler: the private /etc and Hermes home the templates were rendered into, once."""
-    return {s: _render(tmp_path_factory.mktemp(s), s) for s in ("systemd", "cron")}
+    return {s: _render(tmp_path_factory.mktemp(s), s, textfile_dir=TEXTFILE_DIRS[s]) for s in TEXTFILE_DIRS}
+
+
+# Metrics on (Debian's node_exporter found) for the systemd host, off for the cron host.
+TEXTFILE_DIRS = {"systemd": host.DEBIAN_TEXTFILE_DIR, "cron": ""}
 
 
 def _render(
-    tmp_path: Path, scheduler: str, boards: list[dict] = BOARDS, endpoints: list[dict] = ENDPOINTS
+    tmp_path: Path,
+    scheduler: str,
+    boards: list[dict] = BOARDS,
+    endpoints: list[dict] = ENDPOINTS,
+    textfile_dir: str = "",
 ) -> tuple[Path, Path]:
     """(the private /etc, the Hermes home) after the role's templates rendered into them."""
     etc, home = tmp_path / "etc", tmp_path / "home"
@@ -100,6 +108,7 @@ def _render(
         "hermes_pacer_systemd_dir": str(etc / "systemd" / "system"),
         "hermes_pacer_cron_file": str(etc / "cron.d" / "hermes-pacer"),
         "hermes_pacer_log_dir": str(tmp_path / "log"),
+        "hermes_pacer_textfile_dir": textfile_dir,
         "ansible_python_interpreter": sys.executable,
     }
     play = ansible_playbook("-i", "localhost,", str(playbook), extra=extra)
@@ -140,6 +149,14 @@ def test_role_defaults_are_the_host_defaults():
     assert role_vars["_hermes_pacer_old_keeper_unit"] == host.unit_name("keeper")
     assert set(host.SCRIPT_NAMES) <= set(role_vars["hermes_pacer_script_names"])
     assert tuple(role_vars["_hermes_pacer_endpoint_kinds"]) == host.ENDPOINT_KINDS
+    assert defaults["hermes_pacer_state_dir"] == host.DEFAULT_STATE_DIR
+    assert role_vars["_hermes_pacer_debian_textfile_dir"] == host.DEBIAN_TEXTFILE_DIR
+    metrics = Path("/m")
+    assert role_vars["_hermes_pacer_metrics_board_file"] % "b" == host.metrics_file(metrics, "b").name
+    assert (
+        role_vars["_hermes_pacer_metrics_endpoint_file"] % "e"
+        == host.endpoint_metrics_file(metrics, "e").name
+    )
     spec = yaml.safe_load((ROLE / "meta" / "argument_specs.yml").read_text())["argument_specs"]["main"]
     kind = spec["options"]["hermes_pacer_endpoints"]["options"]["kind"]
     assert tuple(kind["choices"]) == host.ENDPOINT_KINDS
@@ -169,6 +186,22 @@ def test_the_settings_files_carry_the_endpoint_budget(rendered, scheduler):
         endpoint = {key: value for key, value in values.items() if key.startswith("PACER_ENDPOINT")}
         assert endpoint == expected, board
         assert all(key in host.SETTINGS_KEYS for key in values)
+
+
+@pytest.mark.parametrize("scheduler", ["systemd", "cron"])
+def test_the_settings_files_name_the_state_and_metrics_directories(rendered, scheduler):
+    """Every board's passes write their status into the state directory; their metrics into its
+    metrics/ subdirectory only where node_exporter reads them (systemd here), else none."""
+    etc, home = rendered[scheduler]
+    for board in BOARDS:
+        values = _settings(etc, board, scheduler, home)
+        assert values["PACER_STATE_DIR"] == host.DEFAULT_STATE_DIR
+        assert values.get("PACER_METRICS_DIR") == (
+            host.DEFAULT_METRICS_DIR if TEXTFILE_DIRS[scheduler] else None
+        )
+        if scheduler == "systemd":
+            service = host.systemd_dir(etc) / host.unit_name(board["name"])
+            assert f"-{host.DEFAULT_STATE_DIR}" in _lines(service, "ReadWritePaths")
 
 
 def test_the_systemd_units_run_the_settings_files(rendered):

@@ -73,6 +73,35 @@ CASES = [
     ),
     ({"hermes_pacer_endpoint_timeout": 31}, "hermes_pacer_endpoint_timeout an integer from 1 to 30 (got 31)"),
     ({"hermes_pacer_endpoint_ramp_seconds": -1}, "hermes_pacer_endpoint_ramp_seconds an integer from 0"),
+    # Status and metrics (docs/metrics.md).
+    *[
+        (
+            {"hermes_pacer_state_dir": value},
+            f"hermes_pacer_state_dir={value} is invalid: expected an absolute path",
+        )
+        for value in ["var/lib/hermes-pacer", "/", "/var/lib/hermes pacer"]
+    ],
+    *[
+        ({"hermes_pacer_metrics_dir": value}, "hermes_pacer_metrics_dir must be auto (Debian's")
+        for value in ["metrics", "on", "/"]
+    ],
+    ({"hermes_pacer_node_exporter_install": "maybe"}, "hermes_pacer_node_exporter_install true or false"),
+    *[
+        ({"hermes_pacer_metrics_dir": value}, "expected two separate directories, neither inside the other")
+        for value in ["/var/lib/hermes-pacer", "/var/lib/hermes-pacer/metrics", "/var/lib/hermes-pacer/"]
+    ],
+    (
+        {"hermes_pacer_state_dir": "/var/lib/prometheus/node-exporter/pacer"},
+        "(node_exporter's textfile directory /var/lib/prometheus/node-exporter)",
+    ),
+    (
+        {"hermes_agent_user_home": "/srv/hermes", "hermes_pacer_state_dir": "/srv/hermes/.hermes/state"},
+        "neither in the Hermes home /srv/hermes",
+    ),
+    (
+        {"hermes_agent_user_home": "/srv/hermes", "hermes_pacer_metrics_dir": "/srv/hermes/textfiles"},
+        "hermes_pacer_metrics_dir=/srv/hermes/textfiles (node_exporter's textfile directory",
+    ),
 ]
 
 

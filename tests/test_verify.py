@@ -210,3 +210,56 @@ def test_a_profile_calling_another_endpoint_is_a_warning(paced, declared):
     assert "s3cret" not in text + json.dumps(report)
     shown = endpoint.get("PACER_ENDPOINT_URL") or f"{url} from model.base_url of {paced.root / 'config.yaml'}"
     assert f"endpoint {endpoint['PACER_ENDPOINT']} (cap 4, {shown})" in text
+
+
+def _with_metrics(paced, tmp_path):
+    """The board's settings name a metrics directory, as the role writes them when metrics are on;
+    the board's textfile there (not written yet)."""
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    path = host.settings_file("default", host.settings_dir(paced.etc))
+    path.write_text(path.read_text() + f"PACER_METRICS_DIR={metrics}\n")
+    return host.metrics_file(metrics, "default")
+
+
+def _metrics_warnings(report: dict) -> list[str]:
+    return [warning for warning in report["warnings"] if "metrics textfile" in warning]
+
+
+def test_a_fresh_metrics_textfile_of_the_passes_user_is_fine(paced, tmp_path):
+    _with_metrics(paced, tmp_path).write_text("hermes_pacer_cap 2\n")
+    code, report, text = _verify(paced)
+    assert code == 0, text
+    assert _metrics_warnings(report) == []
+
+
+@pytest.mark.parametrize(
+    ("how", "said"),
+    [
+        ("missing", "is missing: node_exporter has no metrics of it"),
+        ("stale", "s ago (expected within 75s): node_exporter reports stale metrics"),
+        ("link", "is a symbolic link: node_exporter must not be led elsewhere"),
+        ("owner", "belongs to nobody, not to the passes' root"),
+    ],
+)
+def test_a_missing_stale_foreign_or_linked_metrics_textfile_is_a_warning(paced, tmp_path, how, said):
+    """Metrics are not the cap: verify warns and the host stays SAFE. A link there is the Hermes
+    user's doing, and root does not follow it."""
+    textfile = _with_metrics(paced, tmp_path)
+    if how == "link":
+        elsewhere = tmp_path / "elsewhere.prom"
+        elsewhere.write_text("hermes_pacer_cap 2\n")
+        textfile.symlink_to(elsewhere)
+    elif how != "missing":
+        textfile.write_text("hermes_pacer_cap 2\n")
+    if how == "stale":
+        old = time.time() - 1000
+        os.utime(textfile, (old, old))
+    if how == "owner":
+        os.chown(textfile, 65534, -1)
+    code, report, text = _verify(paced)
+    assert code == 0, text
+    (warning,) = _metrics_warnings(report)
+    assert warning.startswith("board default: ") and said in warning, warning
+    # The text is a second run of verify: the age it says may be a second more.
+    assert f"WARNING board default: metrics textfile {textfile}" in text and said in text

@@ -341,6 +341,45 @@ def _log_dir_check(pacer: paths.Pacer, log_dir: Path, user: str | None) -> Check
     )
 
 
+def _metrics_warning(pacer: paths.Pacer, now: float) -> str | None:
+    """Where the board's settings name a metrics directory: its textfile must be a regular file of
+    the Hermes user (a link there is that user's doing), written within 3 cadences + 60 s. A
+    warning, not a failure: metrics are not the cap."""
+    directory = pacer.env.get("PACER_METRICS_DIR")
+    if not directory:
+        return None
+    path = host.metrics_file(Path(directory), pacer.board)
+    textfile = f"board {pacer.board}: metrics textfile {path}"
+    try:
+        # Its directory reached the safe way; the file itself only looked at, never followed.
+        folder, name = safefile.open_parent(path)
+        try:
+            info = os.stat(name, dir_fd=folder, follow_symlinks=False)
+        finally:
+            os.close(folder)
+    except FileNotFoundError:
+        return f"{textfile} is missing: node_exporter has no metrics of it"
+    except OSError as exc:
+        return f"board {pacer.board}: metrics textfile {paths.refusal(path, exc)}"
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a symbolic link" if stat.S_ISLNK(info.st_mode) else "not a regular file"
+        return f"{textfile} is {kind}: node_exporter must not be led elsewhere"
+    user = pacer.env.get("PACER_USER", "")
+    try:
+        owner = pwd.getpwuid(info.st_uid).pw_name
+    except KeyError:
+        owner = f"uid {info.st_uid}"
+    if owner != user:
+        return f"{textfile} belongs to {owner}, not to the passes' {user}"
+    age, limit = now - info.st_mtime, 3 * pacer.cadence_seconds + 60
+    if age > limit:
+        return (
+            f"{textfile} was last written {age:.0f}s ago (expected within {limit:.0f}s): "
+            "node_exporter reports stale metrics"
+        )
+    return None
+
+
 def _managed_scope_check(etc: Path) -> Check | None:
     """Hermes 0.19's managed scope (<etc>/hermes/config.yaml, root's) wins over every user config
     key by key: when it turns the gateway dispatcher on, no user config can turn it off."""
@@ -519,6 +558,8 @@ def run(
         for pacer in pacers.values():
             if pacer.root == key:
                 checks += _pacer_checks(pacer, pacer.env.get("PACER_USER"))
+                metrics = _metrics_warning(pacer, now)
+                warnings += [metrics] if metrics else []
         warning = _foreign_warning(root, lookalikes)
         if warning:
             warnings.append(warning)
