@@ -38,6 +38,12 @@ environment:
                     nothing dispatched (0-86400, 0 = never; default 300)
   HERMES_HOME, HERMES_KANBAN_HOME, HERMES_KANBAN_DB
                     locate the boards as hermes does (absolute paths)
+  PACER_STATE_DIR   directory where each pass writes the board's status file, read by
+                    `hermes-pacer status` (absolute path; unset: none)
+  PACER_METRICS_DIR directory where each pass writes its Prometheus textfiles (absolute path;
+                    needs PACER_STATE_DIR, which keeps the counters; unset: no metrics)
+  PACER_ENDPOINT, PACER_ENDPOINT_URL, _KIND, _MAX_PARALLEL, _BOARDS, _TIMEOUT, _RAMP_SECONDS
+                    the LLM endpoint whose budget the board shares (docs/pacing-scripts.md)
 
 Each pass logs one record with its reason and rc (its exit status), whatever happens. SIGTERM,
 SIGINT or SIGHUP during a pass ends its hermes call (and that call's process group, never a
