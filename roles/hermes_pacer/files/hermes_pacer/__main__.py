@@ -68,8 +68,8 @@ DESCRIPTIONS = {
     "re-opened when its file is replaced, until SIGTERM: Hermes 0.19 drops its own SQLite locks, and "
     "without a connection that keeps them its processes delete the WAL under each other (lost cards).",
     "status": "What the passes of this host's paced boards last did, from their status files: cap, "
-    "workers, queue, last pass, endpoint, and flags (stopped, failing closed, endpoint down). Exit status "
-    "0 all fine, 1 a board is not, 2 bad usage or no paced board.",
+    "workers, queue, last pass, endpoint, and flags (stopped, failing closed, endpoint down, no status "
+    "yet). Exit status 0 all fine, 1 a board is not, 2 bad usage or no paced board.",
     "flow": "Create the cards of parent/child flows described in YAML (or JSON) files, each card "
     "after its parents, idempotently: a second run creates nothing.",
 }
