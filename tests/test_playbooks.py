@@ -29,6 +29,7 @@ TAGS = [
     "install",
     "keeper",
     "logs",
+    "metrics",
     "preflight",
     "scheduler",
     "scripts",
