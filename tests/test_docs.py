@@ -228,6 +228,16 @@ def _troubleshooting_rows() -> dict[str, str]:
     return {reason: rc.strip() for reason, rc in rows}
 
 
+def test_passlog_reasons_are_every_reason_the_package_logs():
+    """passlog.REASONS gives the metrics one series per reason: one it lacks would never show."""
+    from hermes_pacer import passlog
+
+    logged, failed_closed = _logged_reasons()
+    assert sorted(passlog.REASONS) == sorted(logged)
+    assert len(set(passlog.REASONS)) == len(passlog.REASONS)
+    assert failed_closed <= set(passlog.REASONS)
+
+
 def test_the_troubleshooting_table_has_a_row_for_every_reason_the_package_logs():
     logged, failed_closed = _logged_reasons()
     assert {"dispatched", "no_ready", "at_cap", "terminated", "settings_invalid"} <= logged, logged

@@ -278,6 +278,10 @@ def _log_settings_invalid(env: dict[str, str], exc: settings.SettingError) -> No
         "rc": 1,
         "error": str(exc),
     }
+    # An invalid-settings board shows up as failing in its status and metrics, where they can go.
+    from . import pass_state
+
+    pass_state.record_invalid(env, record)
     passlog.emit(record, fmt if fmt in ("kv", "json") else "kv")
 
 

@@ -87,6 +87,18 @@ class Snapshot:
     running: frozenset[str] = field(default_factory=frozenset)
     ready: int = 0
     todo: int = 0
+    blocked: int = 0
+    oldest_ready_created: float | None = None  # created_at of the oldest ready card (Unix time)
+
+
+# One row per running card (its id) and one per other status (its count and oldest card): the
+# running ids, the counts and the oldest ready card in one read, however many cards wait.
+# `blocked` is a status of every release (0.14: triage todo ready running blocked done archived;
+# 0.19 adds scheduled and review).
+_SNAPSHOT = (
+    "SELECT status, CASE WHEN status = 'running' THEN id END AS card, COUNT(*), MIN(created_at) "
+    "FROM tasks WHERE status IN ('running', 'ready', 'todo', 'blocked') GROUP BY status, card"
+)
 
 
 def snapshot(path: Path, busy_timeout_ms: int = 2000) -> Snapshot:
@@ -98,17 +110,20 @@ def snapshot(path: Path, busy_timeout_ms: int = 2000) -> Snapshot:
     except sqlite3.Error as exc:
         raise BoardUnreadable(f"cannot open {path}: {exc}") from exc
     try:
-        rows = conn.execute(
-            "SELECT id, status FROM tasks WHERE status IN ('running', 'ready', 'todo')"
-        ).fetchall()
+        rows = conn.execute(_SNAPSHOT).fetchall()
     except sqlite3.Error as exc:
         raise BoardUnreadable(f"cannot read {path}: {exc}") from exc
     finally:
         conn.close()
-    running = frozenset(task_id for task_id, status in rows if status == "running")
-    ready = sum(1 for _, status in rows if status == "ready")
-    todo = sum(1 for _, status in rows if status == "todo")
-    return Snapshot(running=running, ready=ready, todo=todo)
+    counts = {status: count for status, card, count, _ in rows if card is None}
+    oldest = next((created for status, _, _, created in rows if status == "ready"), None)
+    return Snapshot(
+        running=frozenset(card for status, card, _, _ in rows if status == "running" and card is not None),
+        ready=counts.get("ready", 0),
+        todo=counts.get("todo", 0),
+        blocked=counts.get("blocked", 0),
+        oldest_ready_created=float(oldest) if isinstance(oldest, (int, float)) else None,
+    )
 
 
 def ready_created(path: Path, limit: int) -> tuple[float, ...]:

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from . import board as boards
-from . import board_health, capacity, endpoint_pass, host, locking, passlog, pause, workers
+from . import board_health, capacity, endpoint_pass, host, locking, pass_state, passlog, pause, workers
 from .hermes import Hermes, HermesFailed, Stopped, StopSignals
 from .settings import Settings
 
@@ -110,6 +110,13 @@ def _locked_pass(
     except (boards.BoardUnreadable, OSError) as exc:
         record.update(reason="count_unknown", error=str(exc))
         return 1
+    record[pass_state.CARDS] = {
+        "running": len(snap.running),
+        "ready": snap.ready,
+        "todo": snap.todo,
+        "blocked": snap.blocked,
+    }
+    record[pass_state.OLDEST_READY] = snap.oldest_ready_created
     idle = not snap.ready and not _housekeeping_due(lock_fd, settings.housekeeping_seconds, time.time())
     if settings.endpoint is None or idle:
         # Nothing to start and no bookkeeping due: the endpoint is neither locked nor probed, so an

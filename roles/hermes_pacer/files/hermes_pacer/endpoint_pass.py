@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import board as boards
-from . import budget, hermes_config, host, locking, passlog, settings, workers
+from . import budget, hermes_config, host, locking, pass_state, passlog, settings, workers
 from .settings import Settings
 
 # How long a pass waits for another board's pass of the same endpoint (a dispatch takes ~1 s).
@@ -63,15 +63,19 @@ def _locked(
     state = budget.read_state(state_path)
     url = point.url or hermes_config.model_base_url(boards.config_path(env))
     reading = None
+    status = None  # the endpoint's status file, for a pass that probed it
     if url:
         # Imported here: http.client and ssl cost more than an idle pass, and only a pass with
         # work to start probes.
         from . import endpoint
 
         kind = state.kind if point.kind == "auto" and state.kind else point.kind
+        started = time.monotonic()
         reading = endpoint.probe(url, kind, point.timeout)
+        probe_ms = round((time.monotonic() - started) * 1000)
         if reading.up and point.kind == "auto":
             state.kind = reading.kind
+        status = _status(point, url, reading, probe_ms)
     else:
         passlog.warn(record, "endpoint_unprobed:no_url")
     now = time.time()
@@ -81,6 +85,7 @@ def _locked(
         record.update(
             reason="endpoint_down", error=f"{settings.url_without_credentials(url)}: {reading.detail}"
         )
+        pass_state.record_endpoint(settings_, status, record)
         return 0
     loads = []
     for peer in point.boards or (board,):
@@ -89,9 +94,19 @@ def _locked(
             loads.append(_load(peer, peer_db, point.max_parallel, own=peer == board))
         except (boards.BoardUnreadable, OSError) as exc:
             record.update(reason="count_unknown", error=f"board {peer} of endpoint {point.name}: {exc}")
+            if status is not None:
+                pass_state.record_endpoint(settings_, status, record)
             return 1
     held = budget.budget(point.max_parallel, loads, reading, state, now, ramp)
     _save(state_path, state, record)
+    if status is not None:
+        status.update(
+            workers=sum(len(load.live.tasks) + load.live.unattributed for load in loads),
+            foreign=held.foreign,
+            used=held.ours + held.foreign,
+            ramp=ramp,
+        )
+        pass_state.record_endpoint(settings_, status, record)
     own = next(load for load in loads if load.board == board)
     wants = {
         load.board: _wants(load, settings_.max_parallel if load is own else point.caps.get(load.board))
@@ -106,6 +121,26 @@ def _locked(
     record.update(endpoint_used=held.ours + held.foreign, foreign=held.foreign)
     pids = sorted(pid for load in loads for pid in load.live.pids)
     return dispatch(own.snapshot, own.live, Allowance(slots=share, board_occupied=own.occupied, pids=pids))
+
+
+def _status(point: settings.Endpoint, url: str, reading, probe_ms: int) -> dict:
+    """The endpoint's status file as the probe found it (docs/metrics.md); the counts of this host
+    are added once the boards are counted."""
+    return {
+        "kind": reading.kind,
+        "url": settings.url_without_credentials(url),
+        "cap": point.max_parallel,
+        "time": time.time(),
+        "up": reading.up,
+        "detail": reading.detail,
+        "running": reading.running,
+        "waiting": reading.waiting,
+        "workers": None,
+        "foreign": None,
+        "used": None,
+        "ramp": False,
+        "probe_ms": probe_ms,
+    }
 
 
 def _load(board: str, db: Path, cards: int, own: bool) -> budget.BoardLoad:

@@ -54,6 +54,20 @@ FAILED_CLOSED = frozenset(
     }
 )
 
+# Every reason a pass can log, those of a pass that did its job first (rc=0). The metrics write one
+# series per reason (0, and 1 for the last pass's), so a reason missing here would never show.
+REASONS = (
+    "dispatched",
+    "no_ready",
+    "at_cap",
+    "housekeeping",
+    "none_spawnable",
+    "locked",
+    "paused",
+    "endpoint_down",
+    *sorted(FAILED_CLOSED),
+)
+
 _write_failed_said = False
 
 

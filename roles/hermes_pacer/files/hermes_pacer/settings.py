@@ -59,6 +59,8 @@ class Settings:
     runs_per_minute: int
     cap_script: str | None
     endpoint: Endpoint | None = None
+    state_dir: Path | None = None  # None: no status file
+    metrics_dir: Path | None = None  # None: no Prometheus textfiles
 
 
 def _integer(env: dict[str, str], name: str, default: int, low: int, high: int) -> int:
@@ -175,6 +177,28 @@ def _endpoint(env: dict[str, str], board: str | None, board_cap: int) -> Endpoin
     )
 
 
+def output_dir(env: dict[str, str], name: str) -> Path | None:
+    """PACER_STATE_DIR or PACER_METRICS_DIR: None when unset, else an absolute path."""
+    raw = env.get(name, "").strip()
+    if raw == "":
+        return None
+    if not os.path.isabs(raw):
+        raise SettingError(f"{name}={raw!r} is invalid: expected an absolute path, or unset for none")
+    return Path(raw)
+
+
+def _output_dirs(env: dict[str, str]) -> tuple[Path | None, Path | None]:
+    state_dir = output_dir(env, "PACER_STATE_DIR")
+    metrics_dir = output_dir(env, "PACER_METRICS_DIR")
+    if metrics_dir is not None and state_dir is None:
+        # The counters (spawned_total, passes_total) live in the status file between passes.
+        raise SettingError(
+            "PACER_METRICS_DIR is set but PACER_STATE_DIR is not: expected PACER_STATE_DIR too "
+            "(an absolute path), where the counters of the metrics are kept"
+        )
+    return state_dir, metrics_dir
+
+
 def load(env: dict[str, str] | None = None) -> Settings:
     """Read and validate every setting; raise SettingError on the first bad one."""
     env = dict(os.environ if env is None else env)
@@ -185,6 +209,7 @@ def load(env: dict[str, str] | None = None) -> Settings:
     if not os.path.isabs(lock_dir):
         raise SettingError(f"PACER_LOCK_DIR={lock_dir!r} is invalid: expected an absolute path")
     _check_hermes_paths(env)
+    state_dir, metrics_dir = _output_dirs(env)
     board = _board(env)
     max_parallel = _integer(env, "MAX_PARALLEL", 2, 1, 1000)
     return Settings(
@@ -199,6 +224,8 @@ def load(env: dict[str, str] | None = None) -> Settings:
         hermes_bin=_hermes_bin(env),
         cap_script=env.get("CAP_SCRIPT", "").strip() or None,
         endpoint=_endpoint(env, board, max_parallel),
+        state_dir=state_dir,
+        metrics_dir=metrics_dir,
     )
 
 

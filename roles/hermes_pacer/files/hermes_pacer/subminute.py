@@ -14,9 +14,10 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from pathlib import Path
 
 from . import board as boards
-from . import capped_pass, host, locking, passlog, watch
+from . import capped_pass, host, locking, pass_state, passlog, watch
 from .hermes import DRAIN, GRACE, StopSignals, end_group
 from .settings import Settings
 
@@ -28,9 +29,24 @@ _CAP_SCRIPT_POLL = 0.2
 TICK_MARGIN = 0.5
 
 
-def _emit(settings: Settings, record: dict, code: int) -> int:
-    """Log a record of the loop's own; the pass's status, 1 when the record could not be written."""
-    written = passlog.emit({**record, "rc": code}, settings.log_format)
+def _home(env: dict[str, str]) -> Path:
+    return boards.hermes_root(env)
+
+
+def _emit(settings: Settings, env: dict[str, str], record: dict, code: int) -> int:
+    """Log a record of the loop's own (after leaving it in the board's status); the pass's status,
+    1 when the record could not be written."""
+    record = {**record, "rc": code}
+    try:
+        home = _home(env)
+        # The status names the board even where the line leaves it to Hermes' current board.
+        named = {**record, "board": record.get("board") or boards.current_board(home, env)}
+        pass_state.record_pass(settings, named, home)
+        if named.get("warning"):
+            record["warning"] = named["warning"]
+    except Exception as exc:  # the record is still logged: the status is the operator's second view
+        passlog.warn(record, f"state_unwritten:{type(exc).__name__}: {exc}")
+    written = passlog.emit(record, settings.log_format)
     return code if written else 1
 
 
@@ -52,7 +68,7 @@ def _cap_script_pass(settings: Settings, env: dict[str, str], budget: float, sto
         )
     except OSError as exc:
         error = f"CAP_SCRIPT={settings.cap_script}: {exc.strerror}"
-        return _emit(settings, {**record, "reason": "cap_script_unavailable", "error": error}, 1)
+        return _emit(settings, env, {**record, "reason": "cap_script_unavailable", "error": error}, 1)
     deadline = time.monotonic() + budget
     while proc.poll() is None and stop.received is None and (left := deadline - time.monotonic()) > 0:
         stop.sleep(min(_CAP_SCRIPT_POLL, left))
@@ -62,7 +78,7 @@ def _cap_script_pass(settings: Settings, env: dict[str, str], budget: float, sto
     if stop.received is not None:
         return 1  # a capped pass logs its own `terminated` record
     error = f"CAP_SCRIPT={settings.cap_script} ran over {budget:g}s"
-    return _emit(settings, {**record, "reason": "cap_script_timeout", "error": error}, 1)
+    return _emit(settings, env, {**record, "reason": "cap_script_timeout", "error": error}, 1)
 
 
 def _guarded_pass(
@@ -72,7 +88,8 @@ def _guarded_pass(
         return _one_pass(settings, env, budget, stop)
     except Exception as exc:  # the loop goes on to its next slot whatever a pass did
         error = f"{type(exc).__name__}: {exc}"
-        return _emit(settings, {"board": settings.board, "reason": "internal_error", "error": error}, 1), []
+        record = {"board": settings.board, "reason": "internal_error", "error": error}
+        return _emit(settings, env, record, 1), []
 
 
 def refill(pass_again, pids: list[int], until: float, clock, sleep, stop: StopSignals) -> int:
@@ -87,6 +104,10 @@ def refill(pass_again, pids: list[int], until: float, clock, sleep, stop: StopSi
 
 def _capped(settings: Settings, env: dict[str, str], stop: StopSignals) -> tuple[int, list[int]]:
     code, record = capped_pass.run(settings, env, stop)
+    try:
+        pass_state.record_pass(settings, record, _home(env))
+    except Exception as exc:  # the pass's line is still logged and its rc stays
+        passlog.warn(record, f"state_unwritten:{type(exc).__name__}: {exc}")
     return (code if passlog.emit(record, settings.log_format) else 1), record.get(capped_pass.WATCH, [])
 
 
@@ -118,12 +139,12 @@ def run(
         locking.ensure_dir(settings.lock_dir)
         lock_fd = locking.try_lock(host.loop_lock(settings.lock_dir, board))
     except (locking.LockDirUnsafe, OSError) as exc:
-        return _emit(settings, {"board": board, "reason": "lock_unavailable", "error": str(exc)}, 1)
+        return _emit(settings, env, {"board": board, "reason": "lock_unavailable", "error": str(exc)}, 1)
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
-        return _emit(settings, {"board": board, "reason": "internal_error", "error": error}, 1)
+        return _emit(settings, env, {"board": board, "reason": "internal_error", "error": error}, 1)
     if lock_fd is None:
-        return _emit(settings, {"board": board, "reason": "locked"}, 0)
+        return _emit(settings, env, {"board": board, "reason": "locked"}, 0)
     try:
         return _loop(settings, env, clock, sleep or stop.sleep, stop)
     finally:
