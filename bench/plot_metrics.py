@@ -3,7 +3,7 @@
     python -m bench.plot_metrics [sample.json] [out.png]
     (./tasks.sh metrics-plot; default: docs/img/metrics-run.json into docs/img/metrics.png)
 
-The systemd scenario's tests (molecule/systemd/tests/test_metrics.py) ask the scenario's Prometheus
+The systemd scenario's tests (molecule/systemd/tests/test_prometheus.py) ask the scenario's Prometheus
 for the run's series and save them: {"start", "end", "step", "series": {key: [{"labels", "values":
 [[seconds since the start, value], ...]}]}}. Three panels, as the dashboard shows them: each board's
 live workers against its cap, the default board's cards by state, each endpoint's used slots against
