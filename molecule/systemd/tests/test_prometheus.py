@@ -91,9 +91,10 @@ def test_the_textfiles_are_root_owned_links_node_exporter_serves(host):
             contract.metrics_file(metrics_dir, board),
             contract.endpoint_metrics_file(metrics_dir, endpoint),
         ):
-            link = host.file(f"{TEXTFILE_DIR}/{target.name}")
-            assert link.is_symlink and link.user == "root", f"{link.path}: not a link of root's"
-            assert host.check_output(f"readlink {link.path}") == str(target)
+            link = f"{TEXTFILE_DIR}/{target.name}"
+            # stat without -L: the link's own owner (testinfra's File.user follows the link).
+            assert host.check_output(f"stat -c '%F %U' {link}") == "symbolic link root", link
+            assert host.check_output(f"readlink {link}") == str(target)
             assert host.file(str(target)).user == HERMES_USER, f"{target} is not the Hermes user's"
     # The Hermes user writes its own files, never the directory node_exporter reads.
     assert host.run(f"runuser -u {HERMES_USER} -- test -w {TEXTFILE_DIR}").rc != 0
@@ -167,9 +168,19 @@ def test_the_runs_series_are_saved_for_the_readme_picture(host, window):
         shutil.copyfile(path, os.environ[SAMPLE_VARIABLE])
 
 
-def firing(host, alert: str, board: str) -> list[dict]:
+def active(host, alert: str, **labels: str) -> list[dict]:
+    """The alerts of that name with those labels, pending or firing."""
     alerts = prometheus(host, "/api/v1/alerts")["data"]["alerts"]
-    return [a for a in alerts if a["labels"].get("alertname") == alert and a["labels"].get("board") == board]
+    return [
+        found
+        for found in alerts
+        if found["labels"].get("alertname") == alert
+        and all(found["labels"].get(key) == value for key, value in labels.items())
+    ]
+
+
+def firing(host, alert: str, **labels: str) -> bool:
+    return any(found["state"] == "firing" for found in active(host, alert, **labels))
 
 
 def wait_for(what: str, check, timeout: float = 240, pause: float = STEP):
@@ -206,7 +217,7 @@ def test_failing_closed_fires_and_resolves_after_repair(host):
         card = create_cards(host, board, 1, "ops-worker", key=f"failing-{int(time.time())}")
         wait_for(
             "HermesPacerFailingClosed firing for board ops",
-            lambda: [a for a in firing(host, "HermesPacerFailingClosed", board) if a["state"] == "firing"],
+            lambda: firing(host, "HermesPacerFailingClosed", board=board),
         )
         assert scalar(host, f'hermes_pacer_last_pass_failed{{board="{board}"}}') == 1
         assert statuses(host, board)[card[0]] == "ready"
@@ -215,5 +226,17 @@ def test_failing_closed_fires_and_resolves_after_repair(host):
         host.run(f"systemctl restart --no-block {unit}")
     assert host.check_output(f"stat -c '%U %G %a %i' {path} && sha256sum {path}") == before
     wait_done(host, {board: card})
-    wait_for("HermesPacerFailingClosed resolved", lambda: not firing(host, "HermesPacerFailingClosed", board))
+    wait_for(
+        "HermesPacerFailingClosed resolved",
+        lambda: not active(host, "HermesPacerFailingClosed", board=board),
+    )
     assert scalar(host, f'hermes_pacer_last_pass_failed{{board="{board}"}}') == 0
+
+
+def test_endpoint_down_fires_for_the_endpoint_nothing_listens_on(host):
+    """The flows board's endpoint has never answered (converge.yml): its probe fails every pass."""
+    wait_for(
+        "HermesPacerEndpointDown firing for endpoint flows-gpu",
+        lambda: firing(host, "HermesPacerEndpointDown", endpoint="flows-gpu"),
+    )
+    assert not active(host, "HermesPacerEndpointDown", endpoint="main")
