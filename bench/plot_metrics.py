@@ -13,6 +13,7 @@ its cap.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -23,17 +24,41 @@ CARDS_BOARD = "default"
 
 
 def _by(series: list[dict], label: str) -> dict[str, list[list[float]]]:
-    return {entry["labels"].get(label, ""): entry["values"] for entry in series}
+    """Values by one label; series that differ in another (an endpoint's `kind` once its probe
+    found it) are merged."""
+    merged: dict[str, list[list[float]]] = {}
+    for entry in series:
+        merged.setdefault(entry["labels"].get(label, ""), []).extend(entry["values"])
+    return {name: sorted(values) for name, values in merged.items()}
 
 
-def _lines(axis, measured: dict, caps: dict, what: str) -> None:
+def _gapped(values: list[list[float]], step: float) -> tuple[list[float], list[float]]:
+    """Times and values, a break (NaN) where Prometheus had no sample: a line never bridges a gap."""
+    times, points = [], []
+    for time, value in values:
+        if times and time - times[-1] > 2.5 * step:
+            times.append(times[-1] + step)
+            points.append(math.nan)
+        times.append(time)
+        points.append(value)
+    return times, points
+
+
+def _lines(axis, measured: dict, caps: dict, what: str, step: float) -> None:
     """A step line per board or endpoint, its cap dashed in the same colour."""
     for name, values in sorted(measured.items()):
-        (line,) = axis.step(*zip(*values, strict=True), where="post", label=f"{name}: {what}", linewidth=1.4)
+        (line,) = axis.step(*_gapped(values, step), where="post", label=f"{name}: {what}", linewidth=1.4)
         if name in caps:
             cap = max(value for _, value in caps[name])
             label = f"{name}: cap ({cap:g})"
             axis.axhline(cap, color=line.get_color(), linestyle="--", linewidth=1, label=label)
+
+
+def _busy_from(series: dict, step: float) -> float:
+    """A little before the first live worker: the picture leaves out the converge, when no card is
+    on a measured board."""
+    busy = [time for entry in series["live_workers"] for time, value in entry["values"] if value > 0]
+    return max(0.0, min(busy, default=0.0) - 10 * step)
 
 
 def plot(sample: dict, path: Path) -> None:
@@ -42,23 +67,24 @@ def plot(sample: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    series = sample["series"]
+    series, step = sample["series"], sample["step"]
     fig, axes = plt.subplots(3, 1, figsize=(10, 9), sharex=True)
     live, cards, endpoint = axes
-    _lines(live, _by(series["live_workers"], "board"), _by(series["cap"], "board"), "live workers")
+    _lines(live, _by(series["live_workers"], "board"), _by(series["cap"], "board"), "live workers", step)
     live.set_title("Live workers of each board against its cap")
     live.set_ylabel("workers")
     board_cards = [entry for entry in series["cards"] if entry["labels"].get("board") == CARDS_BOARD]
     for state, values in sorted(_by(board_cards, "state").items()):
-        cards.step(*zip(*values, strict=True), where="post", label=state, linewidth=1.4)
+        cards.step(*_gapped(values, step), where="post", label=state, linewidth=1.4)
     cards.set_title(f"Cards of board {CARDS_BOARD} by state")
     cards.set_ylabel("cards")
     used, caps = _by(series["endpoint_used"], "endpoint"), _by(series["endpoint_cap"], "endpoint")
-    _lines(endpoint, used, caps, "used slots")
+    _lines(endpoint, used, caps, "used slots", step)
     endpoint.set_title("Used slots of each endpoint (this host's workers and foreign ones) against its cap")
     endpoint.set_ylabel("slots")
-    endpoint.set_xlabel(f"seconds since the first pass Prometheus saw (a sample every {sample['step']} s)")
+    endpoint.set_xlabel(f"seconds since the first pass Prometheus saw (a sample every {step} s)")
     for axis in axes:
+        axis.set_xlim(_busy_from(series, step), sample["end"] - sample["start"])
         axis.legend(fontsize=7, loc="upper right")
         axis.yaxis.get_major_locator().set_params(integer=True)
     fig.tight_layout()
