@@ -5,6 +5,7 @@ as node_exporter and `hermes-pacer status` would read them."""
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 
 import pytest
@@ -65,7 +66,7 @@ def _endpoint_env(host, cap: int, **extra: str) -> dict[str, str]:
     }
 
 
-def test_spawned_total_is_the_cards_that_got_workers(watched):
+def test_spawned_total_is_the_cards_that_got_workers(watched, promtool):
     watched.create_cards(3)
     sampler, logs = pace_until_done(watched, {None: _endpoint_env(watched, 2, MAX_PARALLEL="2")})
 
@@ -81,6 +82,11 @@ def test_spawned_total_is_the_cards_that_got_workers(watched):
     spawns = [r for log in logs for r in _records(log) if r.get("spawned")]
     assert status["counters"]["spawned"] == sum(len(r["spawned"]) for r in spawns)
     assert status["counters"]["passes"] >= len(spawns) and status["failing_since"] is None
+    for path in sorted(watched.metrics.glob("*.prom")):
+        check = subprocess.run(
+            [str(promtool), "check", "metrics"], input=path.read_bytes(), capture_output=True
+        )
+        assert check.returncode == 0, (path.name, check.stdout, check.stderr)
 
 
 def test_a_failing_pass_shows_as_failing_until_one_succeeds(watched):

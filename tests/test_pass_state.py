@@ -346,3 +346,39 @@ def test_a_board_with_invalid_settings_shows_up_as_failing(tmp_path):
     prom = tmp_path / "metrics" / "hermes-pacer-board-b1.prom"
     assert _value(prom, "hermes_pacer_last_pass_reason", reason="settings_invalid") == 1
     assert _value(prom, "hermes_pacer_failed_passes_total") == 1
+
+
+# The real sub-minute loop with a clock that only its sleeps move: a minute of passes at once.
+FAST_MINUTE = """
+import os, sys
+from hermes_pacer import settings, subminute
+now = [0.0]
+def clock():
+    return now[0]
+def sleep(seconds):
+    now[0] += seconds
+env = dict(os.environ)
+sys.exit(subminute.run(settings.load(env), env, clock=clock, sleep=sleep))
+"""
+
+
+def test_the_loops_own_records_are_counted(tmp_path):
+    (tmp_path / "state").mkdir()
+    env = {
+        "HOME": str(tmp_path),
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": str(REPO / "pacer"),
+        "HERMES_BIN": "/bin/false",
+        "BOARD": "b1",
+        "RUNS_PER_MINUTE": "3",
+        "CAP_SCRIPT": str(tmp_path / "no-such-script"),
+        "PACER_LOCK_DIR": str(tmp_path / "locks"),
+        "PACER_STATE_DIR": str(tmp_path / "state"),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", FAST_MINUTE], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 1 and proc.stdout.count("reason=cap_script_unavailable") == 3, proc
+    status = json.loads((tmp_path / "state" / "board-b1.json").read_text())
+    assert status["counters"]["passes"] == 3 and status["counters"]["failed_passes"] == 3
+    assert status["last"]["reason"] == "cap_script_unavailable" and status["failing_since"] is not None

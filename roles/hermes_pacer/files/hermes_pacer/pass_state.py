@@ -41,9 +41,6 @@ COUNTERS = ("passes", "failed_passes", "spawned", "reclaimed")
 CARD_STATES = ("ready", "running", "todo", "blocked")
 # How long a pass waits for another pass of its board to finish writing (a write takes ~1 ms).
 LOCK_WAIT = 2.0
-# Counts of the last pass, null when it did not make them; `spawned` and `reclaimed` are lists in
-# the record (the log's card ids), counts here.
-LAST_COUNTS = ("workers", "lingering", "slots", "endpoint_cap", "endpoint_used", "foreign")
 
 
 @dataclass(frozen=True)
@@ -136,7 +133,7 @@ def _record(target: Target, record: dict) -> None:
                 passlog.warn(record, f"counters_reset:{reset}")
         if target.metrics_dir is not None:
             try:
-                text = textfile.render(board_families(target, status, record))
+                text = textfile.render(board_families(target, status))
                 write_atomic(host.metrics_file(target.metrics_dir, target.board), text.encode())
             except (OSError, ValueError) as exc:
                 passlog.warn(record, f"metrics_unwritten:{_why(exc)}")
@@ -236,12 +233,17 @@ def update(previous: dict | None, target: Target, record: dict, now: float) -> d
         "reason": record.get("reason") or "",
         "rc": rc,
         "ms": record.get("ms"),
+        # A count the pass did not make is null; `spawned` and `reclaimed` are card ids in the record.
         **{state: cards.get(state) for state in ("running", "ready", "todo", "blocked")},
-        **{name: record.get(name) for name in LAST_COUNTS[:3]},
+        "workers": record.get("workers"),
+        "lingering": record.get("lingering"),
+        "slots": record.get("slots"),
         "oldest_ready_created": record.get(OLDEST_READY),
         "spawned": spawned,
         "reclaimed": reclaimed,
-        **{name: record.get(name) for name in LAST_COUNTS[3:]},
+        "endpoint_cap": record.get("endpoint_cap"),
+        "endpoint_used": record.get("endpoint_used"),
+        "foreign": record.get("foreign"),
         "error": _text(record.get("error")),
         "warning": _text(record.get("warning")),
     }
@@ -292,7 +294,7 @@ def _family(name: str, kind: str, help_: str) -> textfile.Family:
     return textfile.Family(f"hermes_pacer_{name}", kind, help_)
 
 
-def board_families(target: Target, status: dict, record: dict) -> list[textfile.Family]:
+def board_families(target: Target, status: dict) -> list[textfile.Family]:
     """The board's metrics (docs/metrics.md, per board) for its new status."""
     labels = {"board": target.board, "home": target.home, "endpoint": target.endpoint}
     last = status["last"]
