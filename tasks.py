@@ -241,6 +241,20 @@ def bench(
         c.run(f"{sys.executable} -m bench{options}", pty=False)
 
 
+@task(
+    help={
+        "sample": "the run's series (default: docs/img/metrics-run.json, which the systemd scenario "
+        "writes when HERMES_PACER_METRICS_SAMPLE names it)",
+        "out": "the picture (default: docs/img/metrics.png)",
+    }
+)
+def metrics_plot(c, sample="", out=""):
+    """Draw docs/img/metrics.png (the README's picture) from a Molecule run's Prometheus series."""
+    paths = " ".join(shlex.quote(p) for p in (sample or str(REPO / "docs/img/metrics-run.json"), out) if p)
+    with c.cd(str(REPO)):
+        c.run(f"{sys.executable} -m bench.plot_metrics {paths}")
+
+
 def _inventory_options(inventory: str, limit: str) -> str:
     return (f" -i {shlex.quote(inventory)}" if inventory else "") + (
         f" --limit {shlex.quote(limit)}" if limit else ""
