@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 
 import pytest
 from fake_llm import foreign_stream
@@ -98,6 +99,22 @@ def test_an_endpoint_that_is_down_gets_no_worker_then_a_ramp(shared, outage):
     assert "endpoint_ramp" in first["warning"]
     assert second["reason"] == "dispatched" and len(second["spawned"]) == 1, second
     assert shared.statuses().keys() == set(cards)
+
+
+def test_an_idle_board_looks_at_its_endpoint_once_a_minute(shared, tmp_path):
+    env = _endpoint_env(shared.endpoint, 2, MAX_PARALLEL="2", PACER_LOCK_DIR=str(tmp_path / "locks"))
+    state = tmp_path / "locks" / "endpoint-gpu.json"
+
+    first, second = (_records(shared.capped(**env).stdout)[0] for _ in range(2))
+
+    # The first pass probes (nothing known of the endpoint yet), the next one only reads its board.
+    assert first["reason"] == second["reason"] == "no_ready", (first, second)
+    assert first["endpoint_cap"] == 2 and second["endpoint_cap"] is None, (first, second)
+    looked = state.stat().st_mtime
+    os.utime(state, (looked - 61, looked - 61))  # as if the last look was a minute ago
+
+    third = _records(shared.capped(**env).stdout)[0]
+    assert third["endpoint_cap"] == 2 and state.stat().st_mtime > looked - 61, third
 
 
 def test_an_estop_pauses_dispatch_until_it_expires(shared):

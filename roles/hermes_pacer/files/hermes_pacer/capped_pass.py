@@ -23,6 +23,10 @@ RECLAIM_REASON = "hermes-pacer: cap overrun (a card completed during the dispatc
 CLOCK_SLACK = 5.0
 # The record key (not logged) of the worker pids a loop may watch for a freed slot.
 WATCH = "_watch"
+# A board with nothing to start still looks at its endpoint this often (a health probe and a load
+# read, two small requests), so the endpoint's status, metrics and EndpointDown say how it is
+# before work arrives. Any pass of the endpoint's boards that probes counts as a look.
+ENDPOINT_LOOK_SECONDS = 60.0
 
 
 def _count(db: Path, board: str) -> tuple[boards.Snapshot, workers.LiveWorkers]:
@@ -49,6 +53,19 @@ def _housekeeping_due(lock_fd: int, every: int, now: float) -> bool:
         return False
     age = now - os.fstat(lock_fd).st_mtime
     return age >= every or age < -CLOCK_SLACK
+
+
+def _endpoint_look_due(settings: Settings, now: float) -> bool:
+    """Whether no pass of the endpoint's boards has probed it for ENDPOINT_LOOK_SECONDS: the
+    endpoint's state file (lock directory) is rewritten by every pass that probes."""
+    if settings.endpoint is None:
+        return False
+    try:
+        probed = os.stat(host.endpoint_state(settings.lock_dir, settings.endpoint.name)).st_mtime
+    except OSError:
+        return True  # never looked at (or its state is gone): look now
+    age = now - probed
+    return age >= ENDPOINT_LOOK_SECONDS or age < -CLOCK_SLACK
 
 
 def run(settings: Settings, env: dict[str, str], stop: StopSignals | None = None) -> tuple[int, dict]:
@@ -117,10 +134,14 @@ def _locked_pass(
         "blocked": snap.blocked,
     }
     record[pass_state.OLDEST_READY] = snap.oldest_ready_created
-    idle = not snap.ready and not _housekeeping_due(lock_fd, settings.housekeeping_seconds, time.time())
+    now = time.time()
+    housekeeping = (snap.running or snap.todo) and _housekeeping_due(
+        lock_fd, settings.housekeeping_seconds, now
+    )
+    idle = not snap.ready and not housekeeping and not _endpoint_look_due(settings, now)
     if settings.endpoint is None or idle:
-        # Nothing to start and no bookkeeping due: the endpoint is neither locked nor probed, so an
-        # idle board costs one read of its database a pass.
+        # Nothing to start, no bookkeeping due, the endpoint looked at within the minute: it is
+        # neither locked nor probed, so an idle board costs one read of its database a pass.
         if settings.endpoint is not None:
             record["endpoint"] = settings.endpoint.name
         return _dispatch(settings, hermes, db, lock_fd, snap, live, None, record)
