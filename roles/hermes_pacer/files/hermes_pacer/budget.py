@@ -13,15 +13,14 @@ runs while no worker of ours lives is all foreign.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import atomicfile, workers
 from . import board as boards
-from . import workers
 
 if TYPE_CHECKING:
     from .endpoint import Reading
@@ -99,7 +98,6 @@ def _number(value: object) -> float | None:
 
 def write_state(path: Path, state: State) -> None:
     """Write the state atomically (the lock directory is the pacer's own, checked by locking)."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}")
     data = json.dumps(
         {
             "kind": state.kind,
@@ -108,15 +106,7 @@ def write_state(path: Path, state: State) -> None:
             "foreign": state.foreign,
         }
     ).encode()
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(temp, path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
+    atomicfile.write(path, data, 0o600)
 
 
 def health(state: State, reading: Reading, now: float, ramp_seconds: int) -> bool:

@@ -17,7 +17,6 @@ whose workers are hostile: nothing here follows a link, and root reads these fil
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import math
@@ -27,7 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__, host, locking, passlog, safefile, textfile
+from . import __version__, atomicfile, host, locking, passlog, safefile, textfile
 from . import board as boards
 from .settings import SettingError, Settings, output_dir
 
@@ -266,25 +265,8 @@ def update(previous: dict | None, target: Target, record: dict, now: float) -> d
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` (0644): a temporary file in its directory, then a rename. Neither
-    the temporary nor the old file is followed if it is a link."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(temp)  # left by a pass of the same pid that was killed mid-write
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-    try:
-        try:
-            os.fchmod(fd, 0o644)  # whatever the umask: node_exporter and `status` read it
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-        finally:
-            os.close(fd)
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
+    """Replace `path` with `data`, 0644 whatever the umask: node_exporter and `status` read it."""
+    atomicfile.write(path, data, 0o644)
 
 
 # ---------------------------------------------------------------------------------------------------
