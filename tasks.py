@@ -294,6 +294,36 @@ def _failure_of(output: str, host: str) -> str:
     return f": {line[:500]}" if line else ""
 
 
+def _documents(c, playbook: str, options: str, folder_variable: str, what: str) -> dict[str, dict]:
+    """Run a playbook that leaves one JSON document per host in a folder it is given; the documents
+    by host. A host the play targets writes its document last: none, it was unreachable or failed,
+    which its entry says (with the play's own words when it has some)."""
+    import json as jsonlib
+
+    with tempfile.TemporaryDirectory() as folder, c.cd(str(REPO)):
+        expected = _play_hosts(c, playbook, options)
+        play = c.run(
+            f"{_venv_bin('ansible-playbook')} {playbook}{options} -e {folder_variable}={shlex.quote(folder)}",
+            hide=True,
+            warn=True,
+        )
+        documents = {}
+        for path in sorted(Path(folder).glob("*.json")):
+            try:
+                documents[path.stem] = jsonlib.loads(path.read_text())
+            except ValueError:
+                documents[path.stem] = {"ok": False, "error": f"its {what} is not JSON"}
+    for host in expected:
+        if not isinstance(documents.get(host), dict):
+            documents[host] = {
+                "ok": False,
+                "error": f"unreachable or failed, no {what}" + _failure_of(play.stdout, host),
+            }
+    if not documents:
+        print(play.stdout[-3000:], play.stderr[-3000:], file=sys.stderr)
+    return documents
+
+
 @task(
     help={
         "inventory": "inventory (default: ansible.cfg's, this machine)",
@@ -310,33 +340,14 @@ def verify(c, inventory="", limit="", hosts="hermes_hosts", json=False):
     from hermes_pacer.verify import render
 
     options = _inventory_options(inventory, limit) + f" -e hermes_pacer_hosts={shlex.quote(hosts)}"
-    with tempfile.TemporaryDirectory() as folder, c.cd(str(REPO)):
-        expected = _play_hosts(c, "playbooks/verify.yml", options)
-        play = c.run(
-            f"{_venv_bin('ansible-playbook')} playbooks/verify.yml{options} "
-            f"-e hermes_pacer_verify_dir={shlex.quote(folder)}",
-            hide=True,
-            warn=True,
-        )
-        reports = {
-            Path(f).stem: jsonlib.loads(Path(f).read_text()) for f in sorted(Path(folder).glob("*.json"))
-        }
-    # A host the play targets writes its report last: no report, it was unreachable or failed.
-    for host in expected:
-        if host not in reports:
-            reports[host] = {
-                "ok": False,
-                "error": "unreachable or failed, no report" + _failure_of(play.stdout, host),
-            }
-    if not reports:
-        print(play.stdout[-3000:], play.stderr[-3000:], file=sys.stderr)
+    reports = _documents(c, "playbooks/verify.yml", options, "hermes_pacer_verify_dir", "report")
     if json:
         print(jsonlib.dumps(reports, indent=2))
     else:
         for host, report in sorted(reports.items()):
             print(f"== {host}")
             print(report.get("error") or render(report))
-    if not reports or not all(report["ok"] for report in reports.values()):
+    if not reports or not all(report.get("ok") for report in reports.values()):
         raise SystemExit(1)
 
 
@@ -357,29 +368,7 @@ def status(c, inventory="", limit="", hosts="hermes_hosts", json=False):
     from hermes_pacer.status import render_fleet
 
     options = _inventory_options(inventory, limit) + f" -e hermes_pacer_hosts={shlex.quote(hosts)}"
-    with tempfile.TemporaryDirectory() as folder, c.cd(str(REPO)):
-        expected = _play_hosts(c, "playbooks/status.yml", options)
-        play = c.run(
-            f"{_venv_bin('ansible-playbook')} playbooks/status.yml{options} "
-            f"-e hermes_pacer_status_dir={shlex.quote(folder)}",
-            hide=True,
-            warn=True,
-        )
-        documents = {}
-        for path in sorted(Path(folder).glob("*.json")):
-            try:
-                documents[path.stem] = jsonlib.loads(path.read_text())
-            except ValueError:
-                documents[path.stem] = {"ok": False, "error": "its status is not JSON"}
-    # A host the play targets writes its document last: none, it was unreachable or failed.
-    for host in expected:
-        if not isinstance(documents.get(host), dict):
-            documents[host] = {
-                "ok": False,
-                "error": "unreachable or failed, no status" + _failure_of(play.stdout, host),
-            }
-    if not documents:
-        print(play.stdout[-3000:], play.stderr[-3000:], file=sys.stderr)
+    documents = _documents(c, "playbooks/status.yml", options, "hermes_pacer_status_dir", "status")
     if json:
         print(jsonlib.dumps(documents, indent=2))
     else:
