@@ -79,6 +79,15 @@ SETTINGS_KEYS: dict[str, Key] = {
     "PACER_ENDPOINT_BOARDS": Key("the host's boards on it, this one too: slug:cap,slug:cap"),
     "PACER_ENDPOINT_TIMEOUT": Key("seconds one probe of the endpoint may take, 1-30"),
     "PACER_ENDPOINT_RAMP_SECONDS": Key("after an outage: one new worker a pass for this many seconds"),
+    # A fleet: the hosts of an inventory group share the endpoint's cap (docs/fleet.md).
+    "PACER_FLEET": Key("the inventory group of hosts that share the endpoint (slug rule)"),
+    "PACER_FLEET_HOSTS": Key("how many hosts the fleet has, 1-100"),
+    "PACER_FLEET_INDEX": Key("this host's place in the fleet, 0 to PACER_FLEET_HOSTS-1"),
+    "PACER_FLEET_SHARE": Key("this host's static share while the endpoint reports no load"),
+    "PACER_FLEET_MIN_SHARE": Key("this host's floor: what it may always hold"),
+    "PACER_FLEET_RESERVE": Key("the other hosts' floors together, kept free for them"),
+    "PACER_FLEET_SLICE_SECONDS": Key("length of one host's admission slice, 2-300"),
+    "PACER_FLEET_STARTUP_SECONDS": Key("start-up allowance at the end of each slice, 1 to slice-1"),
     # What operators see. Both directories belong to the Hermes user; root reads them as hostile.
     "PACER_STATE_DIR": Key("where each pass writes the status of its board and endpoint (JSON)"),
     "PACER_METRICS_DIR": Key("where each pass writes Prometheus textfiles; unset: no metrics"),
