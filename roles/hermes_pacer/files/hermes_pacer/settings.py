@@ -25,6 +25,9 @@ SETTINGS_FILE_VARIABLE = "PACER_SETTINGS_FILE"
 SETTINGS_FILE_LIMIT = 64 * 1024
 # systemd's EnvironmentFile= and this reader agree on such a line: no quoting, no expansion.
 SETTINGS_LINE = re.compile(r"([A-Z_][A-Z0-9_]*)=([^\s'\"$\\%]*)")
+# An Ansible inventory group name, as the role renders it.
+FLEET_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+FLEET_NAME_RULE = "letters, digits, _, . and -, 1-64 characters, not starting with . or -"
 SETTINGS_FORMAT = "expected KEY=value lines and # comments, the value without whitespace, quotes, $, \\ or %"
 
 
@@ -44,6 +47,21 @@ class Endpoint:
     caps: dict[str, int]  # their own caps, where the settings say (`slug:cap`)
     timeout: int
     ramp_seconds: int
+    fleet: Fleet | None = None  # None: the endpoint's cap is this host's alone
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """The hosts of an inventory group that share the endpoint's cap (docs/fleet.md)."""
+
+    name: str  # the inventory group
+    hosts: int  # n
+    index: int  # i, 0 to n-1
+    share: int  # the static share, while the endpoint reports no load
+    min_share: int  # this host's floor
+    reserve: int  # the other hosts' floors together
+    slice_seconds: int  # S
+    startup_seconds: int  # G: the end of each slice admits nothing
 
 
 @dataclass(frozen=True)
@@ -135,7 +153,7 @@ def endpoint_url(name: str, raw: str) -> str:
 def _endpoint(env: dict[str, str], board: str | None, board_cap: int) -> Endpoint | None:
     name = env.get("PACER_ENDPOINT", "").strip()
     if not name:
-        stray = sorted(k for k in env if k.startswith("PACER_ENDPOINT_") and env[k].strip())
+        stray = sorted(k for k in env if k.startswith(("PACER_ENDPOINT_", "PACER_FLEET")) and env[k].strip())
         if stray:
             raise SettingError(f"{stray[0]} is set but PACER_ENDPOINT is not: expected the endpoint's name")
         return None
@@ -165,15 +183,47 @@ def _endpoint(env: dict[str, str], board: str | None, board_cap: int) -> Endpoin
             caps[slug] = int(cap)
     if board and board not in boards:
         boards.append(board)
+    max_parallel = _integer(env, "PACER_ENDPOINT_MAX_PARALLEL", board_cap, 1, 1000)
     return Endpoint(
         name=name,
         url=endpoint_url("PACER_ENDPOINT_URL", url) if url else None,
         kind=kind,
-        max_parallel=_integer(env, "PACER_ENDPOINT_MAX_PARALLEL", board_cap, 1, 1000),
+        max_parallel=max_parallel,
         boards=tuple(boards),
         caps=caps,
         timeout=_integer(env, "PACER_ENDPOINT_TIMEOUT", 2, 1, 30),
         ramp_seconds=_integer(env, "PACER_ENDPOINT_RAMP_SECONDS", 60, 0, 3600),
+        fleet=_fleet(env, max_parallel),
+    )
+
+
+def _fleet(env: dict[str, str], cap: int) -> Fleet | None:
+    """PACER_FLEET_*: the fleet that shares the endpoint's cap of `cap`; None when unset."""
+    name = env.get("PACER_FLEET", "").strip()
+    if not name:
+        stray = sorted(k for k in env if k.startswith("PACER_FLEET_") and env[k].strip())
+        if stray:
+            raise SettingError(
+                f"{stray[0]} is set but PACER_FLEET is not: expected the fleet's inventory group"
+            )
+        return None
+    if not FLEET_NAME.match(name):
+        raise SettingError(
+            f"PACER_FLEET={name!r} is invalid: expected an inventory group name ({FLEET_NAME_RULE})"
+        )
+    hosts = _integer(env, "PACER_FLEET_HOSTS", 1, 1, 100)
+    slice_seconds = _integer(env, "PACER_FLEET_SLICE_SECONDS", 15, 2, 300)
+    return Fleet(
+        name=name,
+        hosts=hosts,
+        index=_integer(env, "PACER_FLEET_INDEX", 0, 0, hosts - 1),
+        share=_integer(env, "PACER_FLEET_SHARE", max(1, cap // hosts), 1, cap),
+        min_share=_integer(env, "PACER_FLEET_MIN_SHARE", 0, 0, cap),
+        reserve=_integer(env, "PACER_FLEET_RESERVE", 0, 0, cap),
+        slice_seconds=slice_seconds,
+        startup_seconds=_integer(
+            env, "PACER_FLEET_STARTUP_SECONDS", min(10, slice_seconds - 1), 1, slice_seconds - 1
+        ),
     )
 
 
