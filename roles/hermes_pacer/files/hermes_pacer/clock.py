@@ -8,7 +8,9 @@ service or a large offset means.
 It runs as root. The Hermes user can start a process named like a time daemon, so a process of
 that user's uid (root aside) is not taken for the service. The tools run are looked up on the
 system's own directories only, never on a PATH the Hermes user could have shaped, each with a
-timeout. The endpoint's answer is read up to the end of its headers, bounded in bytes and time.
+timeout. The endpoint's answer is read up to the end of its headers, bounded in bytes and time;
+no credentials are sent (any answer has a Date). Its URL may come from the Hermes user's
+model.base_url, as the pass reads it: that user's own passes make the same request every minute.
 """
 
 from __future__ import annotations
