@@ -298,6 +298,14 @@ def _documents(c, playbook: str, options: str, folder_variable: str, what: str) 
     """Run a playbook that leaves one JSON document per host in a folder it is given; the documents
     by host. A host the play targets writes its document last: none, it was unreachable or failed,
     which its entry says (with the play's own words when it has some)."""
+    return _play_documents(c, playbook, options, folder_variable, what)[0]
+
+
+def _play_documents(
+    c, playbook: str, options: str, folder_variable: str, what: str
+) -> tuple[dict[str, dict], dict[str, list[str]] | None]:
+    """_documents, and the inventory's groups when the play leaves them (inventory/groups.json in
+    the folder: every group, whatever --limit keeps), else None."""
     import json as jsonlib
 
     with tempfile.TemporaryDirectory() as folder, c.cd(str(REPO)):
@@ -313,6 +321,10 @@ def _documents(c, playbook: str, options: str, folder_variable: str, what: str) 
                 documents[path.stem] = jsonlib.loads(path.read_text())
             except ValueError:
                 documents[path.stem] = {"ok": False, "error": f"its {what} is not JSON"}
+        try:
+            groups = jsonlib.loads((Path(folder) / "inventory" / "groups.json").read_text())
+        except (OSError, ValueError):
+            groups = None
     for host in expected:
         if not isinstance(documents.get(host), dict):
             documents[host] = {
@@ -321,7 +333,7 @@ def _documents(c, playbook: str, options: str, folder_variable: str, what: str) 
             }
     if not documents:
         print(play.stdout[-3000:], play.stderr[-3000:], file=sys.stderr)
-    return documents
+    return documents, groups if isinstance(groups, dict) else None
 
 
 @task(
@@ -333,21 +345,28 @@ def _documents(c, playbook: str, options: str, folder_variable: str, what: str) 
     }
 )
 def verify(c, inventory="", limit="", hosts="hermes_hosts", json=False):
-    """Check each host: one dispatcher path per board, the cap holding, the config wired."""
+    """Check each host: one dispatcher path per board, the cap holding, the config wired; then each
+    fleet endpoint across its hosts (docs/fleet.md)."""
     import json as jsonlib
 
     sys.path.insert(0, str(REPO / "pacer"))
+    from hermes_pacer import fleet_report
     from hermes_pacer.verify import render
 
     options = _inventory_options(inventory, limit) + f" -e hermes_pacer_hosts={shlex.quote(hosts)}"
-    reports = _documents(c, "playbooks/verify.yml", options, "hermes_pacer_verify_dir", "report")
+    reports, groups = _play_documents(c, "playbooks/verify.yml", options, "hermes_pacer_verify_dir", "report")
+    fleets = fleet_report.fleets(reports, groups)
     if json:
-        print(jsonlib.dumps(reports, indent=2))
+        print(jsonlib.dumps({"hosts": reports, "fleets": fleets}, indent=2))
     else:
         for host, report in sorted(reports.items()):
             print(f"== {host}")
             print(report.get("error") or render(report))
+        if fleets:
+            print(fleet_report.render(fleets))
     if not reports or not all(report.get("ok") for report in reports.values()):
+        raise SystemExit(1)
+    if not all(fleet["ok"] for fleet in fleets):
         raise SystemExit(1)
 
 

@@ -143,7 +143,9 @@ def test_tasks_verify_reports_every_host_of_the_inventory(tmp_path):
     )
     run = _run(BIN / "invoke", "verify", "--inventory", inventory, "--json")
     assert run.returncode == 1, run.stderr
-    reports = json.loads(run.stdout)
+    printed = json.loads(run.stdout)
+    assert printed["fleets"] == []  # no host reports a fleet
+    reports = printed["hosts"]
     assert sorted(reports) == ["bare", "down", "localhost"]
     assert reports["localhost"] == {"ok": True, "from": "the stub"}
     assert reports["bare"] == {"ok": False, "error": "hermes-pacer is not installed here: run site.yml"}
@@ -154,7 +156,7 @@ def test_tasks_verify_reports_every_host_of_the_inventory(tmp_path):
 
     limited = _run(BIN / "invoke", "verify", "--inventory", inventory, "--limit", "localhost", "--json")
     assert limited.returncode == 0, limited.stderr
-    assert sorted(json.loads(limited.stdout)) == ["localhost"]
+    assert sorted(json.loads(limited.stdout)["hosts"]) == ["localhost"]
 
 
 def test_tasks_provision_takes_an_inventory_tags_and_check(tmp_path):

@@ -197,6 +197,12 @@ def _endpoint(env: dict[str, str], board: str | None, board_cap: int) -> Endpoin
     )
 
 
+def endpoint_of(env: dict[str, str]) -> Endpoint | None:
+    """The endpoint (and fleet) a settings file names, read alone: `verify` shows it whatever the
+    rest of the file says. SettingError as load() raises it."""
+    return _endpoint(env, _board(env), _integer(env, "MAX_PARALLEL", 2, 1, 1000))
+
+
 def _fleet(env: dict[str, str], cap: int) -> Fleet | None:
     """PACER_FLEET_*: the fleet that shares the endpoint's cap of `cap`; None when unset."""
     name = env.get("PACER_FLEET", "").strip()

@@ -22,7 +22,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import board as boards
-from . import board_health, capacity, hermes_config, host, keeper, passlog, paths, safefile, workers
+from . import (
+    board_health,
+    capacity,
+    clock,
+    hermes_config,
+    host,
+    keeper,
+    passlog,
+    paths,
+    safefile,
+    settings,
+    workers,
+)
 from .settings import url_without_credentials
 
 LOG_TAIL_BYTES = 64 * 1024
@@ -178,7 +190,10 @@ def holding(records: list[dict[str, str]], now: float, cadence: float) -> str:
     return f"{HOLDING[last['reason']]} since {streak[-1]['time']}" + (f" ({said[:200]})" if said else "")
 
 
-def _pacer_report(pacer: paths.Pacer, now: float, report: BoardReport, checks: list[Check]) -> None:
+def _pacer_report(
+    pacer: paths.Pacer, now: float, report: BoardReport, checks: list[Check]
+) -> dict[str, str] | None:
+    """Adds the pacer's path and problems to the report; its last pass record, if any."""
     detail = f"{pacer.scheduler} ({pacer.source}), cap {pacer.cap}"
     try:
         where, records = recent_passes(pacer)
@@ -186,7 +201,7 @@ def _pacer_report(pacer: paths.Pacer, now: float, report: BoardReport, checks: l
         report.problems.append(f"the managed pacer's passes cannot be read: {exc}")
         checks.append(Check(f"log of board {pacer.board}", False, str(exc), _log_fix(pacer)))
         report.paths.append({"kind": "pacer", "detail": detail})
-        return
+        return None
     age, problem = judge_passes(records, now, pacer.cadence_seconds)
     stale = max(3 * pacer.cadence_seconds, 90.0)
     if age is None:
@@ -204,6 +219,7 @@ def _pacer_report(pacer: paths.Pacer, now: float, report: BoardReport, checks: l
     if held:
         detail += f"; nothing dispatched: {held}"
     report.paths.append({"kind": "pacer", "detail": detail})
+    return records[-1] if records else None
 
 
 def _log_fix(pacer: paths.Pacer) -> str:
@@ -487,16 +503,220 @@ def _endpoint_warnings(root: Path, pacers: list[paths.Pacer]) -> list[str]:
     return warnings
 
 
+# --- a fleet: hosts that share the endpoint's cap (docs/fleet.md) ----------------------------------
+
+
+def fleet_endpoints(
+    pacers: list[paths.Pacer], reports: list[BoardReport], last_passes: dict[tuple[str, str], dict[str, str]]
+) -> tuple[list[dict], list[Check]]:
+    """Each fleet endpoint of the host's Hermes roots as its boards' settings say, with the live
+    workers and occupied slots of its boards now (the counts of the board reports: workers.scan and
+    capacity.plan, as the pass counts them) and the mode its last pass logged."""
+    found: dict[tuple[str, str], dict] = {}
+    checks: list[Check] = []
+    for pacer in sorted(pacers, key=lambda p: (p.root, p.board)):
+        if not pacer.env.get("PACER_FLEET", "").strip():
+            continue
+        try:
+            endpoint = settings.endpoint_of(pacer.env)
+        except settings.SettingError as exc:
+            fix = f"{pacer.source} is refused by every pass (nothing is dispatched): run site.yml"
+            checks.append(Check(f"fleet settings of board {pacer.board}", False, str(exc), fix))
+            continue
+        if endpoint is None or endpoint.fleet is None:
+            continue
+        fleet, shown = endpoint.fleet, _endpoint(pacer)
+        entry = {
+            "fleet": fleet.name,
+            "endpoint": endpoint.name,
+            "url": shown["url"],
+            "url_from": shown["url_from"],
+            "cap": endpoint.max_parallel,
+            "kind": endpoint.kind,
+            "index": fleet.index,
+            "hosts": fleet.hosts,
+            "share": fleet.share,
+            "min_share": fleet.min_share,
+            "reserve": fleet.reserve,
+            "slice_seconds": fleet.slice_seconds,
+            "startup_seconds": fleet.startup_seconds,
+            "timeout": endpoint.timeout,
+            "root": pacer.root,
+            "boards": sorted(set(endpoint.boards)),
+        }
+        key = (pacer.root, endpoint.name)
+        if key not in found:
+            found[key] = entry | {"mode": "", "workers": 0, "occupied": 0}
+            continue
+        differs = [name for name in FLEET_FIELDS if found[key][name] != entry[name]]
+        if differs:
+            checks.append(
+                Check(
+                    f"fleet settings of endpoint {endpoint.name}",
+                    False,
+                    f"the settings of board {pacer.board} ({pacer.source}) and of another board of "
+                    f"{pacer.root} disagree on {', '.join(differs)}",
+                    "every board of an endpoint has the same fleet settings: run site.yml",
+                )
+            )
+        found[key]["boards"] = sorted(set(found[key]["boards"]) | set(entry["boards"]))
+    for (root, _name), entry in found.items():
+        for report in reports:
+            if report.root == root and report.board in entry["boards"]:
+                entry["workers"] += report.queue.get("workers", 0)
+                entry["occupied"] += report.queue.get("occupied", 0)
+                mode = last_passes.get((root, report.board), {}).get("fleet_mode", "")
+                entry["mode"] = entry["mode"] or mode
+    return list(found.values()), checks
+
+
+# The settings every board of one fleet endpoint must agree on (the role renders them alike).
+FLEET_FIELDS = (
+    "fleet",
+    "cap",
+    "index",
+    "hosts",
+    "share",
+    "min_share",
+    "reserve",
+    "slice_seconds",
+    "startup_seconds",
+)
+
+
+def fleet_clock(
+    fleets: list[dict], proc: str, hostile_uids: frozenset[int]
+) -> tuple[list[Check], list[str], list[str], dict]:
+    """(checks, warnings, notes, the clock section) of a fleet host: the slices of every host are
+    cut from the Unix epoch, so a host without a time sync service fails; a clock seconds away from
+    the endpoint's is a warning; what cannot be read is a note."""
+    groups = ", ".join(sorted({entry["fleet"] for entry in fleets}))
+    targets = {entry["endpoint"]: entry for entry in fleets if entry["url"]}
+    seen = clock.read(
+        [
+            (name, entry["url"], entry["url"], min(entry["timeout"], 5))
+            for name, entry in sorted(targets.items())
+        ],
+        proc,
+        hostile_uids,
+    )
+    said = (
+        {True: "synchronised", False: "NOT synchronised"}[seen.synchronised] + f" ({seen.synchronised_from})"
+        if seen.synchronised is not None
+        else "synchronisation unknown (no timedatectl or chronyc answered)"
+    )
+    if seen.offset_seconds is not None:
+        said += f", offset {seen.offset_seconds:+.6f}s (chronyc)"
+    if seen.services:
+        checks = [Check(f"time sync of fleet {groups}", True, f"{', '.join(seen.services)}; {said}")]
+    else:
+        checks = [
+            Check(
+                f"time sync of fleet {groups}",
+                False,
+                f"no time sync service runs (none of {clock.SERVICE_NAMES}): the fleet's hosts take "
+                "turns by the clock, and this one's may drift",
+                "install and start one (chrony or systemd-timesyncd) on every host of the fleet",
+            )
+        ]
+    warnings = []
+    if seen.synchronised is False:
+        warnings.append(
+            f"fleet {groups}: the system says its clock is not synchronised ({seen.synchronised_from}): "
+            "the fleet's slices assume the hosts' clocks agree within a second or two (docs/fleet.md)"
+        )
+    notes = [f"time sync: {note}" for note in seen.notes]
+    notes += [
+        f"fleet endpoint {entry['endpoint']} has no url ({entry['url_from']} is unset): no clock offset read"
+        for entry in fleets
+        if not entry["url"]
+    ]
+    for item in seen.endpoints:
+        fleet = targets[item.endpoint]["fleet"]
+        if item.offset_seconds is None:
+            notes.append(
+                f"endpoint {item.endpoint} ({item.url}) gave no Date: {item.error}; no clock offset read "
+                "(while it does not answer, the pass's health gate holds its boards)"
+            )
+        elif abs(item.offset_seconds) >= clock.OFFSET_WARNING:
+            ahead = "ahead of" if item.offset_seconds > 0 else "behind"
+            warnings.append(
+                f"fleet {fleet}: endpoint {item.endpoint}'s clock is {abs(item.offset_seconds):.1f}s {ahead} "
+                f"this host's (its Date header, +/-{item.uncertainty_seconds:.1f}s): the fleet's slices "
+                "assume the hosts' clocks agree within a second or two (docs/fleet.md, assumptions); "
+                "check the time sync of this host and of the endpoint"
+            )
+    return checks, warnings, notes, seen.as_dict()
+
+
+def endpoint_urls(roots: list[Path], pacers: list[paths.Pacer]) -> list[dict]:
+    """Every endpoint URL this host's workers may call (credentials stripped): its boards' endpoints
+    and each Hermes home's model.base_url. `./tasks.sh verify` finds the hosts of a fleet's
+    endpoint that are not in its group by them."""
+    found = []
+    for pacer in sorted(pacers, key=lambda p: (p.root, p.board)):
+        endpoint = _endpoint(pacer)
+        if endpoint.get("url"):
+            found.append(
+                {"url": endpoint["url"], "where": f"board {pacer.board} (endpoint {endpoint['name']})"}
+            )
+    for root in sorted(set(roots)):
+        for home in host.hermes_homes(root, include_links=False):
+            url = hermes_config.model_base_url(home / "config.yaml")
+            if url:
+                found.append(
+                    {
+                        "url": url_without_credentials(url),
+                        "where": f"model.base_url of {home / 'config.yaml'}",
+                    }
+                )
+    return found
+
+
+def render_fleet_entry(entry: dict) -> str:
+    where = entry["url"] or f"no url: {entry['url_from']} is unset"
+    mode = entry["mode"] or "not logged yet"
+    return (
+        f"fleet {entry['fleet']}: endpoint {entry['endpoint']} (cap {entry['cap']}, {where}), "
+        f"host {entry['index'] + 1}/{entry['hosts']}, share {entry['share']}, floor {entry['min_share']}, "
+        f"reserve {entry['reserve']}, slice {entry['slice_seconds']}s with {entry['startup_seconds']}s "
+        f"start-up, mode {mode}; live workers {entry['workers']} (boards {', '.join(entry['boards'])})"
+    )
+
+
+def render_clock(seen: dict) -> str:
+    services = ", ".join(seen["services"]) or "no time sync service"
+    if seen["synchronised"] is None:
+        synced = "synchronisation unknown"
+    else:
+        synced = (
+            "synchronised" if seen["synchronised"] else "NOT synchronised"
+        ) + f" ({seen['synchronised_from']})"
+    line = f"clock: {services}, {synced}"
+    if seen["offset_seconds"] is not None:
+        line += f", offset {seen['offset_seconds']:+.6f}s (chronyc)"
+    for item in seen["endpoints"]:
+        if item["offset_seconds"] is None:
+            line += f"; endpoint {item['endpoint']}: no Date ({item['error']})"
+        else:
+            line += (
+                f"; endpoint {item['endpoint']} Date offset {item['offset_seconds']:+.1f}s "
+                f"(+/-{item['uncertainty_seconds']:.1f}s)"
+            )
+    return line
+
+
 # --- the report --------------------------------------------------------------------------------
 
 
 def _board_report(
     key: str, slug: str, pacer: paths.Pacer | None, found: list[paths.DispatchPath], now: float
-) -> tuple[BoardReport, list[Check]]:
+) -> tuple[BoardReport, list[Check], dict[str, str] | None]:
     checks: list[Check] = []
+    last = None
     report = BoardReport(slug, key, pacer.cap if pacer else None, endpoint=_endpoint(pacer) if pacer else {})
     if pacer and not pacer.problem:
-        _pacer_report(pacer, now, report, checks)
+        last = _pacer_report(pacer, now, report, checks)
     elif pacer:
         report.problems.append(f"the managed pacer of {pacer.source} does not run: {pacer.problem}")
     for item in found:
@@ -515,7 +735,7 @@ def _board_report(
             "managed pacer, stop the others (site.yml turns the gateway dispatcher off "
             "and adopts cron lines; stop `hermes kanban daemon`)"
         )
-    return report, checks
+    return report, checks, last
 
 
 def run(
@@ -542,11 +762,14 @@ def run(
 
     lookalikes = worker_lookalikes(proc)
     reports, checks, warnings = [], [], []
+    last_passes: dict[tuple[str, str], dict[str, str]] = {}
     for key, root in sorted(roots.items()):
         checks += _config_checks(root)
         home_paths = others + paths.hermes_cron_jobs(root, refused)
         for slug in sorted(set(_boards_on_disk(root)) | {board for home, board in pacers if home == key}):
-            report, board_checks = _board_report(key, slug, pacers.get((key, slug)), home_paths, now)
+            report, board_checks, last = _board_report(key, slug, pacers.get((key, slug)), home_paths, now)
+            if last:
+                last_passes[(key, slug)] = last
             report.queue, queue_problems = _queue(root, slug, report.cap, proc)
             report.problems += queue_problems
             if report.queue:  # the board was opened the safe way: SQLite may read it
@@ -573,12 +796,25 @@ def run(
         for found in others
         if found.board != "*" and not host.SLUG.match(found.board)
     ]
+    fleets, fleet_checks = fleet_endpoints(list(pacers.values()), reports, last_passes)
+    checks += fleet_checks
+    notes: list[str] = []
+    document: dict = {}
+    if fleets:
+        hostile = frozenset(uid for uid in map(_owner_uid, map(Path, roots.values())) if uid)
+        time_checks, time_warnings, notes, document["clock"] = fleet_clock(fleets, proc, hostile)
+        checks += time_checks
+        warnings += time_warnings
     ok = bool(reports) and all(not r.problems for r in reports) and all(c.ok for c in checks)
     return {
         "ok": ok,
         "boards": [asdict(r) for r in reports],
         "checks": [asdict(c) for c in checks],
         "warnings": warnings,
+        "notes": notes,
+        "fleets": fleets,
+        **document,
+        "endpoint_urls": endpoint_urls(list(roots.values()), list(pacers.values())),
     }
 
 
@@ -607,6 +843,9 @@ def render(report: dict) -> str:
             lines.append(f"  path: {found['kind']}: {found['detail']}")
         for problem in item["problems"]:
             lines.append(f"  PROBLEM: {problem}")
+    lines += [render_fleet_entry(entry) for entry in report.get("fleets", [])]
+    if report.get("clock"):
+        lines.append(render_clock(report["clock"]))
     for check in report["checks"]:
         mark = "ok  " if check["ok"] else "FAIL"
         lines.append(
@@ -614,4 +853,6 @@ def render(report: dict) -> str:
         )
     for warning in report.get("warnings", []):
         lines.append(f"WARNING {warning}")
+    for note in report.get("notes", []):
+        lines.append(f"note {note}")
     return "\n".join(lines)
