@@ -93,7 +93,7 @@ def _grid(monkeypatch, runs: int, pass_seconds: float) -> list[float]:
     def one_pass(settings, env, budget, stop):
         fake.starts.append(fake.now - 1000.0)
         fake.now += fake.pass_seconds
-        return 0, []  # its status, and no worker to watch
+        return 0, subminute.Next()  # its status, and nothing to wait for
 
     monkeypatch.setattr(subminute, "_one_pass", one_pass)
     settings = type("S", (), {"runs_per_minute": runs})()

@@ -123,25 +123,35 @@ def health(state: State, reading: Reading, now: float, ramp_seconds: int) -> boo
     return state.up_since is not None
 
 
-def foreign_estimate(state: State, reading: Reading | None, our_workers: int, now: float) -> int:
+def foreign_estimate(
+    state: State, reading: Reading | None, our_workers: int, now: float, fleet: bool = False
+) -> int:
     """Requests at the endpoint that are none of this host's workers. With no worker of ours alive,
     what the endpoint runs is all foreign: that reading replaces what was remembered. Otherwise
     (running - our live workers) is only a lower bound (a worker of ours may be starting or in a
     tool call), so the estimate is the largest lower bound of the last FOREIGN_WINDOW seconds.
+    In a fleet the other hosts' workers are foreign and have their tool calls too: a reading taken
+    while none of ours lives is a lower bound as well, and replaces nothing.
     0 when the endpoint reports no count."""
     state.foreign = [sample for sample in state.foreign if 0 <= now - sample[0] <= FOREIGN_WINDOW]
     if reading is not None and reading.running is not None:
         sample = [now, float(max(0, reading.running - our_workers))]
-        state.foreign = [sample] if our_workers == 0 else [*state.foreign, sample]
+        state.foreign = [sample] if our_workers == 0 and not fleet else [*state.foreign, sample]
     return int(max((n for _, n in state.foreign), default=0))
 
 
 def budget(
-    cap: int, loads: list[BoardLoad], reading: Reading | None, state: State, now: float, ramp: bool
+    cap: int,
+    loads: list[BoardLoad],
+    reading: Reading | None,
+    state: State,
+    now: float,
+    ramp: bool,
+    fleet: bool = False,
 ) -> Budget:
     ours = sum(load.occupied for load in loads)
     live = sum(len(load.live.tasks) + load.live.unattributed for load in loads)
-    foreign = foreign_estimate(state, reading, live, now)
+    foreign = foreign_estimate(state, reading, live, now, fleet)
     waiting = (reading.waiting or 0) if reading is not None else 0
     free = 0 if waiting else max(0, cap - ours - foreign)
     return Budget(cap=cap, ours=ours, foreign=foreign, waiting=waiting, free=free, ramp=ramp)

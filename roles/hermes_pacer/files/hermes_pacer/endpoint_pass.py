@@ -5,7 +5,8 @@ free slot) the pass probes the endpoint: down, loading or silent, nothing is dis
 (`reason=endpoint_down`, rc 0: the pacer did its job). After an outage it starts at most one worker
 a pass until the endpoint has answered for PACER_ENDPOINT_RAMP_SECONDS, so the queue that built up
 during the outage does not land on a server that has just come back. Then it counts every board of
-the endpoint, reads the endpoint's own load, and hands the board its share of what is free.
+the endpoint, reads the endpoint's own load, and hands the board its share of what is free. A host
+of a fleet (PACER_FLEET) first takes what the fleet admits it now (fleet.admit, docs/fleet.md).
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import board as boards
-from . import budget, hermes_config, host, locking, pass_state, passlog, settings, workers
+from . import budget, fleet, hermes_config, host, locking, pass_state, passlog, settings, workers
 from .settings import Settings
 
 # How long a pass waits for another board's pass of the same endpoint (a dispatch takes ~1 s).
@@ -29,6 +30,7 @@ class Allowance:
     slots: int  # what this board may start now: its share of the endpoint's free slots
     board_occupied: int  # what the board held when counted
     pids: list[int]  # live workers of every board of the endpoint: a loop watches them for a free slot
+    opens_at: float | None = None  # a fleet host outside its window: Unix time the window opens
 
 
 Dispatch = Callable[[boards.Snapshot, workers.LiveWorkers, Allowance], int]
@@ -97,7 +99,10 @@ def _locked(
             if status is not None:
                 pass_state.record_endpoint(settings_, status, record)
             return 1
-    held = budget.budget(point.max_parallel, loads, reading, state, now, ramp)
+    held = budget.budget(point.max_parallel, loads, reading, state, now, ramp, fleet=point.fleet is not None)
+    admission = None
+    if point.fleet is not None:
+        held, admission = _fleet(point, held, reading, now, record)
     _save(state_path, state, record)
     if status is not None:
         status.update(
@@ -106,6 +111,8 @@ def _locked(
             used=held.ours + held.foreign,
             ramp=ramp,
         )
+        if admission is not None:
+            status.update(fleet_static=admission.mode == fleet.STATIC)
         pass_state.record_endpoint(settings_, status, record)
     own = next(load for load in loads if load.board == board)
     wants = {
@@ -113,6 +120,10 @@ def _locked(
         for load in loads
     }
     share = budget.share(board, held.free, wants, loads)
+    opens_at = admission.opens_at if admission is not None else None
+    if opens_at is not None and own.snapshot.ready:
+        # Work waits for the window: the loop (or a timer-run pass) passes again when it opens.
+        record[fleet.OPENS] = opens_at
     if ramp:
         share = min(share, 1)
         passlog.warn(record, "endpoint_ramp")
@@ -120,7 +131,23 @@ def _locked(
         passlog.warn(record, f"endpoint_queue:{held.waiting}")
     record.update(endpoint_used=held.ours + held.foreign, foreign=held.foreign)
     pids = sorted(pid for load in loads for pid in load.live.pids)
-    return dispatch(own.snapshot, own.live, Allowance(slots=share, board_occupied=own.occupied, pids=pids))
+    allowance = Allowance(slots=share, board_occupied=own.occupied, pids=pids, opens_at=opens_at)
+    return dispatch(own.snapshot, own.live, allowance)
+
+
+def _fleet(
+    point: settings.Endpoint, held: budget.Budget, reading, now: float, record: dict
+) -> tuple[budget.Budget, fleet.Admission]:
+    """The endpoint's budget as the fleet admits it to this host now (docs/fleet.md)."""
+    member = point.fleet
+    reported = reading is not None and fleet.reports_load(reading.kind, reading.running)
+    foreign = held.foreign if reported else 0  # static: the share is the host's whole budget
+    admission = fleet.admit(member, point.max_parallel, held.ours, foreign, held.waiting, now, reported)
+    record.update(fleet=member.name, fleet_mode=admission.mode, fleet_slot=fleet.slot(member))
+    if admission.opens_at is not None:
+        record["fleet_next"] = round(max(0.0, admission.opens_at - now), 1)
+    # The ramp and the board shares work on what the fleet admits, as on the endpoint's free slots.
+    return replace(held, foreign=foreign, free=admission.free), admission
 
 
 def _status(point: settings.Endpoint, url: str, reading, probe_ms: int) -> dict:
@@ -140,6 +167,21 @@ def _status(point: settings.Endpoint, url: str, reading, probe_ms: int) -> dict:
         "used": None,
         "ramp": False,
         "probe_ms": probe_ms,
+        **_fleet_status(point.fleet),
+    }
+
+
+def _fleet_status(member: settings.Fleet | None) -> dict:
+    """The fleet's fields of the endpoint's status (null for an endpoint of this host alone);
+    `fleet_static` is set once the pass knows the mode."""
+    if member is None:
+        return dict.fromkeys(("fleet", "fleet_hosts", "fleet_index", "fleet_share", "fleet_static"))
+    return {
+        "fleet": member.name,
+        "fleet_hosts": member.hosts,
+        "fleet_index": member.index,
+        "fleet_share": member.share,
+        "fleet_static": None,
     }
 
 

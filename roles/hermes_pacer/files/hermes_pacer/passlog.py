@@ -26,6 +26,10 @@ FIELDS = (
     "endpoint_cap",
     "endpoint_used",
     "foreign",
+    "fleet",
+    "fleet_mode",
+    "fleet_slot",
+    "fleet_next",
     "max",
     "spawned",
     "reclaimed",
@@ -65,6 +69,7 @@ REASONS = (
     "locked",
     "paused",
     "endpoint_down",
+    "fleet_slice",
     *sorted(FAILED_CLOSED),
 )
 

@@ -4,6 +4,10 @@ Each pass has a slot on a fixed grid from the loop's start, so a slow pass never
 ones past the minute and into the next cron run: a slot already past is skipped, not made up.
 The loop holds its own per-board lock: an overlapping cron run exits at once.
 
+A fleet host's pass outside its admission window with work waiting says when the window opens
+(fleet.OPENS): the loop passes again at that moment, whatever its grid, so a host never misses its
+window because its passes are out of phase with the fleet's slices.
+
 One bad pass never ends the loop: whatever goes wrong in a pass (its log line included) becomes
 that pass's exit status, and the loop goes on to its next slot. A stop signal ends the running
 pass as the capped pass ends (its hermes calls first), then the loop, before its lock is released.
@@ -14,10 +18,11 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import board as boards
-from . import capped_pass, host, locking, pass_state, passlog, watch
+from . import capped_pass, fleet, host, locking, pass_state, passlog, watch
 from .hermes import DRAIN, GRACE, StopSignals, end_group
 from .settings import Settings
 
@@ -27,6 +32,27 @@ CAP_SCRIPT_GRACE = GRACE + DRAIN + 2.0
 _CAP_SCRIPT_POLL = 0.2
 # A timer-run pass that watches for a freed slot ends this long before the next tick.
 TICK_MARGIN = 0.5
+# A pass for a fleet window runs this long after it opens: never a hair before, by another clock.
+WINDOW_MARGIN = 0.05
+
+
+@dataclass(frozen=True)
+class Next:
+    """What a pass leaves the loop to wait for: the workers whose end frees a slot, and the seconds
+    until the fleet host's window opens (None: not waiting for one)."""
+
+    pids: list[int] = field(default_factory=list)
+    opens_at: float | None = None  # Unix time
+
+    def opens(self, clock) -> float | None:
+        """When the window opens on the loop's clock (a pass runs just after it has)."""
+        if self.opens_at is None:
+            return None
+        return clock() + max(0.0, self.opens_at - time.time()) + WINDOW_MARGIN
+
+
+def _next(record: dict) -> Next:
+    return Next(record.get(capped_pass.WATCH, []), record.get(fleet.OPENS))
 
 
 def _home(env: dict[str, str]) -> Path:
@@ -50,13 +76,11 @@ def _emit(settings: Settings, env: dict[str, str], record: dict, code: int) -> i
     return code if written else 1
 
 
-def _one_pass(
-    settings: Settings, env: dict[str, str], budget: float, stop: StopSignals
-) -> tuple[int, list[int]]:
-    """A pass's status, and the workers to watch for a freed slot (none for a CAP_SCRIPT pass)."""
+def _one_pass(settings: Settings, env: dict[str, str], budget: float, stop: StopSignals) -> tuple[int, Next]:
+    """A pass's status, and what to wait for before the next (nothing for a CAP_SCRIPT pass)."""
     if settings.cap_script is None:
         return _capped(settings, env, stop)
-    return _cap_script_pass(settings, env, budget, stop), []
+    return _cap_script_pass(settings, env, budget, stop), Next()
 
 
 def _cap_script_pass(settings: Settings, env: dict[str, str], budget: float, stop: StopSignals) -> int:
@@ -83,42 +107,53 @@ def _cap_script_pass(settings: Settings, env: dict[str, str], budget: float, sto
 
 def _guarded_pass(
     settings: Settings, env: dict[str, str], budget: float, stop: StopSignals
-) -> tuple[int, list[int]]:
+) -> tuple[int, Next]:
     try:
         return _one_pass(settings, env, budget, stop)
     except Exception as exc:  # the loop goes on to its next slot whatever a pass did
         error = f"{type(exc).__name__}: {exc}"
         record = {"board": settings.board, "reason": "internal_error", "error": error}
-        return _emit(settings, env, record, 1), []
+        return _emit(settings, env, record, 1), Next()
 
 
-def refill(pass_again, pids: list[int], until: float, clock, sleep, stop: StopSignals) -> int:
-    """Until `until`: each time a watched worker ends, `pass_again()` (its status and the workers to
-    watch next); the worst status of those passes."""
+def refill(pass_again, after: Next, until: float, clock, sleep, stop: StopSignals) -> tuple[int, Next]:
+    """Until `until`: each time a watched worker ends, or the fleet window a pass waits for opens,
+    `pass_again()` (its status and what to wait for next). The worst status of those passes, and
+    what the last of them left to wait for."""
     worst = 0
-    while pids and watch.wait_for_exit(pids, until, clock, sleep, stop):
-        code, pids = pass_again()
+    while after.pids or after.opens_at is not None:
+        opens = after.opens(clock)
+        if opens is not None and opens >= until:
+            opens = None  # it opens after `until`: a later pass sees to it
+            if not after.pids:
+                break
+        ended = watch.wait_for_exit(after.pids, until if opens is None else opens, clock, sleep, stop)
+        if stop.received is not None or not (ended or opens is not None):
+            break
+        code, after = pass_again()
         worst = max(worst, code)
-    return worst
+    return worst, after
 
 
-def _capped(settings: Settings, env: dict[str, str], stop: StopSignals) -> tuple[int, list[int]]:
+def _capped(settings: Settings, env: dict[str, str], stop: StopSignals) -> tuple[int, Next]:
     code, record = capped_pass.run(settings, env, stop)
     try:
         pass_state.record_pass(settings, record, _home(env))
     except Exception as exc:  # the pass's line is still logged and its rc stays
         passlog.warn(record, f"state_unwritten:{type(exc).__name__}: {exc}")
-    return (code if passlog.emit(record, settings.log_format) else 1), record.get(capped_pass.WATCH, [])
+    return (code if passlog.emit(record, settings.log_format) else 1), _next(record)
 
 
 def once(settings: Settings, env: dict[str, str], stop: StopSignals, clock=time.monotonic) -> int:
     """One capped pass, as a timer or a crontab line runs it. Run by systemd (PACER_SCHEDULER), it
-    then watches until just before the timer's next tick and passes again when a slot frees."""
+    then watches until just before the timer's next tick and passes again when a slot frees or its
+    fleet window opens."""
     start = clock()
-    code, pids = _capped(settings, env, stop)
+    code, after = _capped(settings, env, stop)
     if env.get("PACER_SCHEDULER") == "systemd":
         until = start + MINUTE / settings.runs_per_minute - TICK_MARGIN
-        code = max(code, refill(lambda: _capped(settings, env, stop), pids, until, clock, stop.sleep, stop))
+        worst, _ = refill(lambda: _capped(settings, env, stop), after, until, clock, stop.sleep, stop)
+        code = max(code, worst)
     return code
 
 
@@ -156,14 +191,15 @@ def _loop(settings: Settings, env: dict[str, str], clock, sleep, stop: StopSigna
     start = clock()
     end = start + MINUTE - TICK_MARGIN  # before cron starts the next loop
 
-    def again() -> tuple[int, list[int]]:
+    def again() -> tuple[int, Next]:
         return _guarded_pass(settings, env, max(1.0, start + MINUTE - clock()), stop)
 
     worst = 0
-    pids: list[int] = []
+    after = Next()
     for index in range(settings.runs_per_minute):
         slot = start + index * interval
-        worst = max(worst, refill(again, pids, min(slot, end), clock, sleep, stop))
+        code, after = refill(again, after, min(slot, end), clock, sleep, stop)
+        worst = max(worst, code)
         now = clock()
         if now >= slot + interval or now >= start + MINUTE:
             continue  # the previous pass overran this slot: skip it, never catch up
@@ -171,6 +207,6 @@ def _loop(settings: Settings, env: dict[str, str], clock, sleep, stop: StopSigna
             sleep(slot - now)
         if stop.received is not None:
             break
-        code, pids = again()
+        code, after = again()
         worst = max(worst, code)
-    return max(worst, refill(again, pids, end, clock, sleep, stop))
+    return max(worst, refill(again, after, end, clock, sleep, stop)[0])
