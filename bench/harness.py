@@ -94,6 +94,8 @@ class Lab:
         self.trials = 0
         self._root = root
         self.hosts = [self.host]
+        # The hosts' PID namespaces of the trial under way: an interrupted trial's end with the lab.
+        self.namespaces: list[PidNamespace] = []
 
     def hosts_for(self, count: int) -> list[HermesHost]:
         """The first `count` hosts, another Hermes home on the same endpoint made for each missing."""
@@ -113,6 +115,10 @@ class Lab:
             lines.insert(lines.index("kanban:") + 1, f"  max_in_progress: {cap}")
         config.write_text("\n".join(lines) + "\n")
 
+    def close_namespaces(self) -> None:
+        while self.namespaces:
+            self.namespaces.pop().close()
+
     def statuses(self, board: str, host: HermesHost | None = None) -> dict[str, str]:
         host = host or self.host
         path = boards.db_path(host.root, board, host.env)
@@ -130,6 +136,7 @@ class Lab:
         return runs
 
     def close(self) -> None:
+        self.close_namespaces()
         for host in self.hosts:
             host.kill_everything()
         self.server.shutdown()
@@ -256,7 +263,9 @@ def run_trial(lab: Lab, strategy: Strategy, workload: Workload, say, idle: bool 
         extra = {"PACER_LOCK_DIR": str(host.home / "locks" / f"trial-{lab.trials}")}
         if workload.pid_namespaces:
             # A host of its own has its own state directory (the other workloads write none).
-            extra["PACER_STATE_DIR"] = str(host.home / "state" / f"trial-{lab.trials}")
+            state = host.home / "state" / f"trial-{lab.trials}"
+            state.mkdir(parents=True)  # the role makes it; the pass only writes in it
+            extra["PACER_STATE_DIR"] = str(state)
         if strategy.runner in PACER_RUNNERS:
             extra.update(pacer_endpoint_env(lab, workload, boards_of_host, strategy.endpoint_metrics))
             if strategy.fleet:
@@ -276,13 +285,14 @@ def run_trial(lab: Lab, strategy: Strategy, workload: Workload, say, idle: bool 
     logs = lab.host.home / "logs"
     logs.mkdir(exist_ok=True)
     drivers = []
-    namespaces = [PidNamespace() for _ in hosts] if workload.pid_namespaces else []
+    if workload.pid_namespaces:
+        lab.namespaces = [PidNamespace() for _ in hosts]
     for index, (host, boards_of_host) in enumerate(zip(hosts, host_boards, strict=True)):
         for board in boards_of_host:
             argv, env, period, lines_are_passes = strategy.driver(board, workload.cap, host.hermes_bin)
             env.update(extras[index])
-            if namespaces:
-                argv = namespaces[index].command(argv)
+            if lab.namespaces:
+                argv = lab.namespaces[index].command(argv)
             driver = Driver(argv, host.pacer_env(**env), period, logs / f"{board}.log", lines_are_passes)
             driver.start()
             drivers.append(driver)
@@ -321,8 +331,7 @@ def run_trial(lab: Lab, strategy: Strategy, workload: Workload, say, idle: bool 
     for driver in drivers:
         driver.stop()
     sampler.stop()
-    for namespace in namespaces:
-        namespace.close()
+    lab.close_namespaces()
     endpoint.set_flavour(lab.server, "vllm")
     for host in hosts:
         lab.set_native_cap(None, host)

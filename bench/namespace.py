@@ -17,6 +17,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -34,9 +35,10 @@ INIT = (
 
 
 class PidNamespace:
-    def __init__(self, python: str = "python3", timeout: float = 10.0):
+    def __init__(self, timeout: float = 10.0):
+        # This Python itself, not a `python3` found on PATH: a shim there (pyenv) would be PID 1.
         self._unshare = subprocess.Popen(
-            ["unshare", "--pid", "--fork", "--mount-proc", python, "-c", INIT],
+            ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", INIT],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
