@@ -21,7 +21,7 @@ class Endpoints:
         self.servers = []
 
     def start(self, hold: float = 1.0, final_hold: float = 8.0, **shape):
-        """`shape`: fake_llm.serve's flavour and slots."""
+        """`shape`: fake_llm.serve's flavour, slots and metrics."""
         import threading
 
         server = serve(hold, final_hold, **shape)

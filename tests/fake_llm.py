@@ -13,6 +13,9 @@ It also has the shapes of real servers, one `flavour` at a time (what another fl
   GET /slots (one entry per slot, `is_processing`)
 - ollama: GET /api/ps (the loaded models), GET / ("Ollama is running")
 - openai: only GET /v1/models and the chat.
+`metrics=False` takes /metrics away (llama.cpp without --metrics: its load is then read from /slots).
+Each request is also recorded with its client (the API key it sends), with the peak per client, so
+several Hermes homes on one endpoint can be told apart.
 With `slots` it processes at most that many chats at once, the rest wait (reported as waiting /
 deferred), as a server with that many slots. An outage switch (`set_state`, or POST /control
 {"state": "up"|"loading"|"down"} from another process) makes every request but /control, /stats and
@@ -57,15 +60,26 @@ class Recorder:
         self.peak_foreign = 0
         self.rejected = 0  # requests refused or dropped by an outage, cut ones included
         self.requests: list[dict] = []
+        self.client_in_flight: dict[str, int] = {}
+        self.peak_by_client: dict[str, int] = {}
 
-    def start(self, kind: str, task: str = "") -> dict:
+    def start(self, kind: str, task: str = "", client: str = "") -> dict:
         with self.lock:
             foreign = not task
             self.in_flight += 1
             self.peak = max(self.peak, self.in_flight)
             self.foreign_in_flight += foreign
             self.peak_foreign = max(self.peak_foreign, self.foreign_in_flight)
-            entry = {"kind": kind, "task": task, "foreign": foreign, "start": time.time(), "end": None}
+            now_in = self.client_in_flight[client] = self.client_in_flight.get(client, 0) + 1
+            self.peak_by_client[client] = max(self.peak_by_client.get(client, 0), now_in)
+            entry = {
+                "kind": kind,
+                "task": task,
+                "client": client,
+                "foreign": foreign,
+                "start": time.time(),
+                "end": None,
+            }
             self.requests.append(entry)
             return entry
 
@@ -73,6 +87,7 @@ class Recorder:
         with self.lock:
             self.in_flight -= 1
             self.foreign_in_flight -= entry["foreign"]
+            self.client_in_flight[entry["client"]] -= 1
             entry["end"] = time.time()
             if cut:
                 entry["cut"] = True
@@ -89,6 +104,7 @@ class Recorder:
                 "peak_in_flight": self.peak,
                 "foreign_in_flight": self.foreign_in_flight,
                 "peak_foreign_in_flight": self.peak_foreign,
+                "peak_by_client": dict(self.peak_by_client),
                 "rejected": self.rejected,
                 "requests": [dict(entry) for entry in self.requests],
             }
@@ -97,6 +113,7 @@ class Recorder:
         with self.lock:
             self.peak = self.in_flight
             self.peak_foreign = self.foreign_in_flight
+            self.peak_by_client = {client: n for client, n in self.client_in_flight.items() if n}
             self.rejected = 0
             self.requests = []
 
@@ -294,7 +311,7 @@ class Handler(BaseHTTPRequestHandler):
             )
         elif path == "/health" and flavour in ("vllm", "llamacpp"):
             self._json(200, {"status": "ok"})
-        elif path == "/metrics" and flavour in ("vllm", "llamacpp"):
+        elif path == "/metrics" and flavour in ("vllm", "llamacpp") and self.server.metrics:
             render = _vllm_metrics if flavour == "vllm" else _llamacpp_metrics
             self._text(200, render(*self.server.gate.load()))
         elif path == "/slots" and flavour == "llamacpp":
@@ -337,7 +354,8 @@ class Handler(BaseHTTPRequestHandler):
         if not isinstance(hold, int | float) or isinstance(hold, bool) or hold < 0:
             hold = self.server.final_hold if final else self.server.hold
         recorder, gate = self.server.recorder, self.server.gate
-        entry = recorder.start("final" if final else "tool", _task_of(body))
+        client = (self.headers.get("Authorization") or "").removeprefix("Bearer ").strip()
+        entry = recorder.start("final" if final else "tool", _task_of(body), client)
         epoch = gate.acquire()
         cut = epoch is None or not gate.hold(epoch, hold)
         # The request ends when its work does, before the answer is written: a client that sends
@@ -418,7 +436,9 @@ def _as_completion(deltas: list[tuple[dict, str | None]]) -> dict:
 class FakeLLM(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, port: int, hold: float, final_hold: float, flavour: str, slots: int | None) -> None:
+    def __init__(
+        self, port: int, hold: float, final_hold: float, flavour: str, slots: int | None, metrics: bool = True
+    ) -> None:
         if flavour not in FLAVOURS:
             raise ValueError(f"flavour {flavour!r}: expected one of {', '.join(FLAVOURS)}")
         if slots is not None and slots < 1:
@@ -429,6 +449,7 @@ class FakeLLM(ThreadingHTTPServer):
         self.hold = hold
         self.final_hold = final_hold
         self.flavour = flavour
+        self.metrics = metrics
 
     @property
     def state(self) -> str:
@@ -449,9 +470,14 @@ def until(check, what: str, limit: float = 20.0) -> None:
 
 
 def serve(
-    hold: float, final_hold: float, port: int = 0, flavour: str = "vllm", slots: int | None = None
+    hold: float,
+    final_hold: float,
+    port: int = 0,
+    flavour: str = "vllm",
+    slots: int | None = None,
+    metrics: bool = True,
 ) -> FakeLLM:
-    return FakeLLM(port, hold, final_hold, flavour, slots)
+    return FakeLLM(port, hold, final_hold, flavour, slots, metrics)
 
 
 class ForeignStream:
@@ -525,10 +551,13 @@ def main() -> None:
     parser.add_argument(
         "--slots", type=int, help="chats processed at once, the rest wait (default: no limit)"
     )
+    parser.add_argument(
+        "--no-metrics", action="store_true", help="no /metrics (llama.cpp without --metrics: /slots only)"
+    )
     parser.add_argument("--port-file", type=Path, help="write the chosen port here once listening")
     args = parser.parse_args()
     try:
-        server = serve(args.hold, args.final_hold, args.port, args.flavour, args.slots)
+        server = serve(args.hold, args.final_hold, args.port, args.flavour, args.slots, not args.no_metrics)
     except ValueError as error:
         parser.error(str(error))
     if args.port_file:

@@ -161,3 +161,89 @@ def test_a_window_after_the_end_of_the_run_is_left_to_the_next_run(monkeypatch):
     )
     assert passes == [] and fake.now == 0.0, "it does not sit out its run waiting for it"
     assert after.opens_at == 5040.0
+
+
+# --- PACER_FLEET_*: read from the settings file, bad input exits 2 naming the key -----------------
+
+FLEET_FILE = {
+    "BOARD": "default",
+    "MAX_PARALLEL": "2",
+    "HERMES_BIN": "/bin/true",
+    "PACER_ENDPOINT": "gpu",
+    "PACER_ENDPOINT_MAX_PARALLEL": "4",
+    "PACER_FLEET": "gpu_a_fleet",
+    "PACER_FLEET_HOSTS": "2",
+    "PACER_FLEET_INDEX": "1",
+}
+
+
+def test_the_fleet_settings_are_read_with_their_defaults():
+    from hermes_pacer import settings
+
+    read = settings.load(FLEET_FILE).endpoint.fleet
+    assert read == Fleet(
+        "gpu_a_fleet", 2, 1, share=2, min_share=0, reserve=0, slice_seconds=15, startup_seconds=10
+    )
+    short = settings.load({**FLEET_FILE, "PACER_FLEET_SLICE_SECONDS": "4"}).endpoint.fleet
+    assert short.startup_seconds == 3, "the default start-up allowance leaves a window"
+
+
+@pytest.mark.parametrize(
+    ("changes", "said"),
+    [
+        ({"PACER_FLEET_INDEX": "2"}, "PACER_FLEET_INDEX='2' is invalid: expected an integer from 0 to 1"),
+        ({"PACER_FLEET_HOSTS": "0"}, "PACER_FLEET_HOSTS='0' is invalid: expected an integer from 1 to 100"),
+        ({"PACER_FLEET_SHARE": "5"}, "PACER_FLEET_SHARE='5' is invalid: expected an integer from 1 to 4"),
+        ({"PACER_FLEET_RESERVE": "x"}, "PACER_FLEET_RESERVE='x' is invalid: expected an integer from 0 to 4"),
+        ({"PACER_FLEET_SLICE_SECONDS": "1"}, "PACER_FLEET_SLICE_SECONDS='1' is invalid"),
+        (
+            {"PACER_FLEET_STARTUP_SECONDS": "15"},
+            "PACER_FLEET_STARTUP_SECONDS='15' is invalid: expected an integer from 1 to 14",
+        ),
+        ({"PACER_FLEET": "-gpu"}, "PACER_FLEET='-gpu' is invalid: expected an inventory group name"),
+        ({"PACER_FLEET": ""}, "PACER_FLEET_HOSTS is set but PACER_FLEET is not"),
+        (
+            {"PACER_ENDPOINT": "", "PACER_ENDPOINT_MAX_PARALLEL": ""},
+            "PACER_FLEET is set but PACER_ENDPOINT is not",
+        ),
+    ],
+)
+def test_bad_fleet_settings_are_bad_input(tmp_path, changes, said):
+    import os
+    import subprocess
+
+    from hermes_host import CAPPED
+
+    values = {key: value for key, value in {**FLEET_FILE, **changes}.items() if value}
+    path = tmp_path / "default.env"
+    path.write_text("".join(f"{key}={value}\n" for key, value in values.items()))
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "PACER_LOCK_DIR": str(tmp_path / "locks")}
+    proc = subprocess.run(
+        [str(CAPPED), "--settings", str(path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert said in proc.stderr, proc.stderr
+    assert "reason=settings_invalid" in proc.stdout
+
+
+def test_the_endpoint_textfile_names_the_fleet_place_and_mode():
+    from hermes_pacer import pass_state, textfile
+
+    status = {"endpoint": "gpu", "kind": "vllm", "up": True, "cap": 4, "time": 1.0, "probe_ms": 3}
+    alone = textfile.render(pass_state.endpoint_families(status))
+    assert "fleet" not in alone
+    fleet_fields = {"fleet": "gpu_a_fleet", "fleet_hosts": 2, "fleet_index": 1, "fleet_share": 2}
+    text = textfile.render(pass_state.endpoint_families({**status, **fleet_fields, "fleet_static": True}))
+    labels = '{endpoint="gpu",kind="vllm",fleet="gpu_a_fleet"}'
+    for line in ("fleet_hosts", "fleet_index", "fleet_share", "fleet_static"):
+        assert f"hermes_pacer_endpoint_{line}{labels} " in text
+    assert f"hermes_pacer_endpoint_fleet_static{labels} 1\n" in text
+    assert f"hermes_pacer_endpoint_fleet_index{labels} 1\n" in text
+    # Down: the mode is not known, so that gauge is absent.
+    down = textfile.render(pass_state.endpoint_families({**status, **fleet_fields, "fleet_static": None}))
+    assert "fleet_static" not in down and "fleet_share" in down

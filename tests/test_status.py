@@ -46,7 +46,7 @@ BOARD_KEYS = {
     "endpoint",
 }
 ENDPOINT_KEYS = {"name", "state", "detail", "age", "problem", "cap", "used", "foreign", "workers"}
-ENDPOINT_KEYS |= {"running", "waiting"}
+ENDPOINT_KEYS |= {"running", "waiting", "fleet", "fleet_index", "fleet_hosts", "fleet_mode"}
 
 
 # --- the files, as the role and a pass write them -----------------------------------------------
@@ -223,6 +223,29 @@ def test_a_ramping_endpoint(tmp_path):
     run = status("--etc", etc)
     assert run.returncode == 0
     assert re.search(r"gpu0 ramp 3/4 used$", run.stdout, re.M)
+
+
+def test_a_fleet_host_shows_its_place_and_mode(tmp_path):
+    etc, state = host_with(tmp_path)
+    settings = etc / "hermes-pacer" / "default.env"
+    settings.write_text(
+        settings.read_text() + "PACER_FLEET=gpu_a_fleet\nPACER_FLEET_HOSTS=3\nPACER_FLEET_INDEX=1\n"
+    )
+    fleet = {"fleet": "ignored", "fleet_hosts": 3, "fleet_index": 1, "fleet_share": 1, "fleet_static": True}
+    write_json(state / "endpoint-gpu0.json", endpoint_document("gpu0", time.time(), **fleet))
+
+    run = status("--etc", etc)
+    assert run.returncode == 0, run.stdout + run.stderr
+    # The group and the place come from root's settings file, the mode from the pass's status.
+    assert re.search(r"gpu0 up 3/4 used, 1 foreign, fleet gpu_a_fleet 2/3 static$", run.stdout, re.M)
+    endpoint = as_json(etc)[1]["boards"][0]["endpoint"]
+    assert (endpoint["fleet"], endpoint["fleet_index"], endpoint["fleet_hosts"]) == ("gpu_a_fleet", 1, 3)
+    assert endpoint["fleet_mode"] == "static"
+
+    write_json(state / "endpoint-gpu0.json", endpoint_document("gpu0", time.time(), fleet_static="yes"))
+    code, document = as_json(etc)
+    assert code == 1 and document["boards"][0]["flags"] == ["unreadable"]
+    assert "fleet_static is str, expected bool or null" in document["boards"][0]["problems"][0]
 
 
 def test_a_stopped_pacer(tmp_path):

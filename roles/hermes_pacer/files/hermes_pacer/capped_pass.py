@@ -192,9 +192,11 @@ def _dispatch(
             record["reason"] = "no_ready"
             return 0
         if slots == 0:
-            # Outside a fleet host's window with no floor to fill, the wait is the fleet's turn.
-            outside = allow is not None and allow.opens_at is not None and allow.slots == 0
-            record["reason"] = "fleet_slice" if outside else "at_cap"
+            if allow is not None and allow.opens_at is not None and allow.slots == 0:
+                # Outside a fleet host's window with no floor to fill: the wait is the fleet's turn.
+                record["reason"] = "fleet_slice"
+            else:
+                record["reason"] = "at_cap"
             return 0
     # `dispatch --max` counts the board's running cards itself; with no slot, 0 spawns nothing
     # whatever Hermes counts, and it still reclaims and promotes.

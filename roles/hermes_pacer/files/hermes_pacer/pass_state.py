@@ -388,4 +388,24 @@ def endpoint_families(status: dict) -> list[textfile.Family]:
         gauge("ramp", "1 while the pacer ramps up after an outage", int(bool(status.get("ramp")))),
         gauge("last_probe_timestamp_seconds", "when it was probed", status.get("time")),
         gauge("probe_duration_seconds", "how long the probe took", probe_seconds),
+        *_fleet_families(status, labels),
     ]
+
+
+def _fleet_families(status: dict, labels: dict[str, str]) -> list[textfile.Family]:
+    """The host's place in the fleet that shares the endpoint (docs/fleet.md); none without a fleet."""
+    if not isinstance(status.get("fleet"), str):
+        return []
+    labels = {**labels, "fleet": status["fleet"]}
+    families = []
+    for name, help_, value in (
+        ("hosts", "hosts of the fleet that shares the endpoint", status.get("fleet_hosts")),
+        ("index", "this host's place in the fleet, 0 to hosts-1", status.get("fleet_index")),
+        ("share", "this host's static share, while the endpoint reports no load", status.get("fleet_share")),
+        ("static", "1 while this host works to its static share", status.get("fleet_static")),
+    ):
+        family = _family(f"endpoint_fleet_{name}", "gauge", help_)
+        if value is not None:
+            family.add(labels, int(value))
+        families.append(family)
+    return families

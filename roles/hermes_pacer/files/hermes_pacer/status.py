@@ -158,6 +158,10 @@ def endpoint_status(document: dict, name: str) -> dict:
     }
     for key in ("cap", "used", "foreign", "workers", "running", "waiting"):
         shown[key] = _typed(document, key, COUNT, "")
+    # A fleet host's mode; absent from the files of a release before fleets.
+    shown["fleet_static"] = (
+        _typed(document, "fleet_static", ("bool", "null"), "") if "fleet_static" in document else None
+    )
     return shown
 
 
@@ -187,6 +191,7 @@ def _endpoint_view(env: dict[str, str], state_dir: Path, now: float) -> dict | N
         return None
     view = {"name": name, "state": "no_status", "detail": "", "age": None, "problem": ""}
     view.update(dict.fromkeys(("cap", "used", "foreign", "workers", "running", "waiting")))
+    view.update(_fleet_view(env))
     if not host.SLUG.match(name):
         view.update(state="unreadable", problem=f"PACER_ENDPOINT is not a slug ({host.SLUG_RULE})")
         return view
@@ -201,7 +206,22 @@ def _endpoint_view(env: dict[str, str], state_dir: Path, now: float) -> dict | N
         return view
     state = "down" if not found["up"] else "ramp" if found["ramp"] else "up"
     view.update({k: found[k] for k in ("cap", "used", "foreign", "workers", "running", "waiting", "detail")})
+    if view["fleet"] is not None and found["fleet_static"] is not None:
+        view["fleet_mode"] = "static" if found["fleet_static"] else "sliced"
     view.update(state=state, age=_age(now, found["time"]))
+    return view
+
+
+def _fleet_view(env: dict[str, str]) -> dict:
+    """The fleet the settings file (root's, not the Hermes user's) puts the endpoint in: its group,
+    this host's index and the group's size; `fleet_mode` comes from the status file. All null
+    without a fleet, or when the settings do not parse (the pass then fails closed and says so)."""
+    view = dict.fromkeys(("fleet", "fleet_index", "fleet_hosts", "fleet_mode"))
+    name = env.get("PACER_FLEET", "").strip()
+    hosts = env.get("PACER_FLEET_HOSTS", "").strip() or "1"
+    index = env.get("PACER_FLEET_INDEX", "").strip() or "0"
+    if settings.FLEET_NAME.match(name) and hosts.isdigit() and index.isdigit() and int(index) < int(hosts):
+        view.update(fleet=name, fleet_index=int(index), fleet_hosts=int(hosts))
     return view
 
 
@@ -360,6 +380,19 @@ def _count(value: object) -> str:
     return "-" if value is None else clean(value, 9)
 
 
+def _fleet_cell(endpoint: dict) -> str:
+    """`, fleet <group> i+1/n` and the mode (sliced or static), for an endpoint a fleet shares."""
+    if not endpoint.get("fleet"):
+        return ""
+    place = f"{_count(_plus_one(endpoint.get('fleet_index')))}/{_count(endpoint.get('fleet_hosts'))}"
+    mode = f" {clean(endpoint['fleet_mode'])}" if endpoint.get("fleet_mode") else ""
+    return f", fleet {clean(endpoint['fleet'], 64)} {place}{mode}"
+
+
+def _plus_one(value: object) -> object:
+    return value + 1 if isinstance(value, int) and not isinstance(value, bool) else value
+
+
 def _endpoint_cell(endpoint: dict | None) -> str:
     if not endpoint:
         return "-"
@@ -367,7 +400,7 @@ def _endpoint_cell(endpoint: dict | None) -> str:
     if state in ("up", "ramp"):
         cell = f"{name} {state} {_count(endpoint.get('used'))}/{_count(endpoint.get('cap'))} used"
         foreign = endpoint.get("foreign")
-        return cell + (f", {clean(foreign)} foreign" if foreign else "")
+        return cell + (f", {clean(foreign)} foreign" if foreign else "") + _fleet_cell(endpoint)
     if state == "down":
         detail = clean(endpoint.get("detail") or "", 40)
         return f"{name} down" + (f": {detail}" if detail else "")
