@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import figures, report
+from . import figures, report, store
 from .harness import REPO, Lab, Settings, Workload, hermes_install, run_trial
 from .strategies import catalogue
 
@@ -27,11 +27,15 @@ DOC = REPO / "docs" / "benchmark.md"
 # Trimmed to stay near 35 minutes on 2 cores (docs/benchmark.md says what and why): 4 passes a
 # minute is left out (--strategies pacer-4 runs it), and the manual recipe runs only on the newest
 # release's one board, where it counts cards as native does everywhere.
+# The two-hosts workload is a fleet of two Hermes hosts on one endpoint; one-host is its yardstick
+# (the same cards on one host) and runs whenever two-hosts does.
 NEWEST = {
     "one-board": ["uncapped", "native", "recipe", "pacer-12", "pacer-30"],
     "two-boards": ["uncapped", "native", "pacer-12"],
     "foreign": ["uncapped", "native", "pacer-12"],
     "outage": ["uncapped", "native", "pacer-12"],
+    "two-hosts": ["alone-12", "fleet-12", "fleet-static-12"],
+    "one-host": ["pacer-12"],
 }
 OLDEST = {"one-board": ["uncapped", "pacer-12"]}
 QUICK = {
@@ -39,7 +43,11 @@ QUICK = {
     "two-boards": ["native", "pacer-30"],
     "foreign": ["pacer-30"],
     "outage": ["uncapped", "pacer-30"],
+    "two-hosts": ["fleet-12"],
+    "one-host": ["pacer-12"],
 }
+# Cards on each host of the two-hosts workload (issue #15's figure: 4 a host, 8 in all); quick: 2.
+FLEET_CARDS = 4
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -100,6 +108,8 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     quick = args.quick
+    # A run of part of the plan joins the stored results (bench/store.py); a full run replaces them.
+    args.partial = not quick and bool(args.workloads or args.strategies or args.versions)
     args.repeats = args.repeats or (1 if quick else 3)
     args.outage_repeats = min(args.repeats, args.outage_repeats or 1)
     args.cards = args.cards or (3 if quick else 6)
@@ -138,9 +148,14 @@ def _plan(args: argparse.Namespace) -> list[tuple[str, str, str]]:
     for version in args.versions:
         table = QUICK if args.quick else NEWEST if version == args.versions[-1] else OLDEST
         # A workload asked for by name runs even on a release whose default plan leaves it out.
-        for workload in args.workloads or table:
+        chosen = list(args.workloads or table)
+        for workload in chosen:
             strategies = args.strategies or table.get(workload) or NEWEST[workload]
             cells += [(version, workload, key) for key in strategies]
+        # A workload's yardstick runs beside it (with its own strategies) even when not named.
+        yardsticks = {_workloads(args)[workload].yardstick for workload in chosen} - {None, *chosen}
+        for yardstick in sorted(yardsticks):
+            cells += [(version, yardstick, key) for key in table.get(yardstick) or NEWEST[yardstick]]
     return cells
 
 
@@ -148,6 +163,7 @@ def _workloads(args: argparse.Namespace) -> dict[str, Workload]:
     cap, cards = args.cap, args.cards
     # At least two a board: with one, nothing waits for a slot.
     per_board = max(2, cards // 2)
+    per_host = 2 if args.quick else FLEET_CARDS
     return {
         "one-board": Workload("one-board", f"{cards} cards, one board", 1, cards, cap, cap),
         "two-boards": Workload(
@@ -172,6 +188,30 @@ def _workloads(args: argparse.Namespace) -> dict[str, Workload]:
             idle=False,
             outage=True,
         ),
+        # Two Hermes hosts, each a board of its own and a PID namespace of its own, on one endpoint.
+        "two-hosts": Workload(
+            "two-hosts",
+            f"{2 * per_host} cards over two hosts, one endpoint",
+            1,
+            per_host,
+            cap,
+            cap,
+            idle=False,
+            hosts=2,
+            pid_namespaces=True,
+            yardstick="one-host",
+        ),
+        # The same cards on one host, paced the same way: what the fleet's makespan compares with.
+        "one-host": Workload(
+            "one-host",
+            f"{2 * per_host} cards, one host",
+            1,
+            2 * per_host,
+            cap,
+            cap,
+            idle=False,
+            pid_namespaces=True,
+        ),
     }
 
 
@@ -179,6 +219,12 @@ def main(argv: list[str] | None = None) -> int:
     args = _arguments(argv)
     if args.redraw:
         return _redraw(args)
+    # Before any trial: a run that cannot join the stored results says so at once.
+    saved = (
+        store.load(args.out / "bench.json", {"hold": args.hold, "final_hold": args.hold, "cap": args.cap})
+        if args.partial
+        else None
+    )
     known = catalogue(args.baseline_cadence)
     workloads = _workloads(args)
     settings = Settings(
@@ -253,10 +299,10 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             for lab in labs.values():
                 lab.close()
-    return _write(args, results, time.monotonic() - started)
+    return _write(args, results, time.monotonic() - started, saved)
 
 
-def _write(args: argparse.Namespace, results: list[dict], seconds: float) -> int:
+def _write(args: argparse.Namespace, results: list[dict], seconds: float, saved: dict | None = None) -> int:
     meta = {
         "command": shlex.join(["./tasks.sh", "bench", *args.argv]),
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
@@ -272,7 +318,8 @@ def _write(args: argparse.Namespace, results: list[dict], seconds: float) -> int
         "json_path": _relative(args.out / "bench.json"),
         "seconds": seconds,
     }
-    _outputs(args, meta, results)
+    stored_meta, stored = store.merge(saved, meta, results)
+    _outputs(args, stored_meta, stored)
     (args.out / "bench.partial.json").unlink(missing_ok=True)
     missed = [r for r in results if not r["figures"]["completed"]]
     return 1 if missed else 0

@@ -27,6 +27,13 @@ def _live_cpu(pid: int) -> float:
     return sum(int(value) for value in fields[11:15]) / TICKS
 
 
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except (OSError, ValueError):
+        return []
+
+
 class Driver(threading.Thread):
     """Runs `argv` every `period` seconds (a run that takes longer delays the next one).
 
@@ -75,7 +82,14 @@ class Driver(threading.Thread):
     def cpu(self) -> float:
         """CPU seconds so far, the running command included."""
         with self._lock:
-            return self._done_cpu + (_live_cpu(self._pid) if self._pid else 0.0)
+            if not self._pid:
+                return self._done_cpu
+            live = _live_cpu(self._pid)
+            # A command run in a host's PID namespace is nsenter's child: nsenter waits for it, so
+            # its CPU shows in nsenter's only once it ends; while it runs, it is read itself.
+            if Path(self.argv[0]).name == "nsenter":
+                live += sum(_live_cpu(child) for child in _children(self._pid))
+            return self._done_cpu + live
 
     def passes(self) -> int:
         if not self.lines_are_passes:

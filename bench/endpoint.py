@@ -1,4 +1,5 @@
-"""The bench's hold on the fake LLM endpoint: its outage switch and a foreign request stream.
+"""The bench's hold on the fake LLM endpoint: its outage switch, its metrics switch and a foreign
+request stream.
 
 tests/fake_llm.py owns both (`server.set_state(...)` and `foreign_stream(...)`); this module uses them
 when the fake has them, and otherwise does the least that the bench needs itself, so the bench runs
@@ -35,6 +36,14 @@ def set_state(server, state: str) -> None:
         server.set_state(state)
     else:
         server.bench_state = state
+
+
+def set_flavour(server, flavour: str) -> None:
+    """Which server's shapes the fake has from now on: "openai" switches its metrics off (a plain
+    OpenAI-compatible server reports no load), "vllm" is its default."""
+    if flavour not in fake_llm.FLAVOURS:
+        raise ValueError(f"endpoint flavour {flavour!r}: one of {', '.join(fake_llm.FLAVOURS)}")
+    server.flavour = flavour
 
 
 def _switchable(handler):

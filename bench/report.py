@@ -71,7 +71,7 @@ def table(results: list[dict]) -> str:
             f"| {spread(s['cpu_per_pass'], lambda v: num(v, 3) + ' s')} "
             f"| {_idle(s)} |"
         )
-    return head + "\n".join(rows) + "\n" + _outage_table(results)
+    return head + "\n".join(rows) + "\n" + _outage_table(results) + _fleet_table(results)
 
 
 def _idle(s: dict) -> str:
@@ -105,9 +105,66 @@ def _outage_table(results: list[dict]) -> str:
     )
 
 
+def is_pacer(result: dict) -> bool:
+    """A strategy that is hermes-pacer as the role sets it up (a fleet's hosts as a fleet); "alone-"
+    is the pacer on several hosts without a fleet, the baseline of the fleet workload."""
+    return result["strategy"].startswith(("pacer", "fleet"))
+
+
+def versus_yardstick(results: list[dict]) -> dict[tuple, dict | None]:
+    """Each cell's makespan against its workload's yardstick (the same cards on one host): every
+    run's makespan over the median of the yardstick cell of its release; by cell."""
+    medians = {}
+    for runs in cells(results):
+        first = runs[0]
+        key = (first["version"], first["workload"])
+        medians.setdefault(key, figures.summary([run["figures"]["makespan"] for run in runs]))
+    ratios = {}
+    for runs in cells(results):
+        first = runs[0]
+        yardstick = medians.get((first["version"], first["raw"].get("yardstick")))
+        ratios[(first["version"], first["workload"], first["strategy"])] = (
+            figures.summary([run["figures"]["makespan"] / yardstick["median"] for run in runs])
+            if yardstick and yardstick["median"]
+            else None
+        )
+    return ratios
+
+
+def _fleet_table(results: list[dict]) -> str:
+    """The workloads of several hosts on one endpoint, beside their one-host yardstick."""
+    fleet = [runs for runs in cells(results) if len(runs[0]["raw"].get("hosts") or []) > 1]
+    if not fleet:
+        return ""
+    yardsticks = {(runs[0]["version"], runs[0]["raw"].get("yardstick")) for runs in fleet}
+    shown = fleet + [
+        runs for runs in cells(results) if (runs[0]["version"], runs[0]["workload"]) in yardsticks
+    ]
+    ratios = versus_yardstick(results)
+    yardstick_workloads = {workload for _, workload in yardsticks}
+    rows = []
+    for runs in shown:
+        first, s = runs[0], figures.cell_summary(runs)
+        ratio = ratios[(first["version"], first["workload"], first["strategy"])]
+        rows.append(
+            f"| {first['version']} | {first['workload_label']} | {first['label']} | {len(runs)} "
+            f"| {spread(s['endpoint_peak_total'], _integer)} / {first['figures']['endpoint_cap']} "
+            f"| {spread(s['peak_workers'], _integer)} "
+            f"| {spread(s['endpoint_utilisation'], pct)} "
+            f"| {spread(s['makespan'], _seconds)} "
+            f"| {'the yardstick' if first['workload'] in yardstick_workloads else spread(ratio, num) + 'x'} |"
+        )
+    return (
+        "\nSeveral hosts on one endpoint, beside the same cards on one host:\n\n"
+        "| Hermes | workload | strategy | runs | peak in flight at the endpoint / its cap "
+        "| peak workers a host | endpoint use while work waits | makespan | makespan x one host |\n"
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n" + "\n".join(rows) + "\n"
+    )
+
+
 def findings(results: list[dict]) -> str:
     """What the table says, in sentences: the caps, the baselines' peaks, the new workloads."""
-    pacer = [r for r in results if r["strategy"].startswith("pacer")]
+    pacer = [r for r in results if is_pacer(r)]
     over = [
         r
         for r in pacer
@@ -123,18 +180,27 @@ def findings(results: list[dict]) -> str:
             else "; over in: " + ", ".join(f"{r['version']} {r['workload']} {r['label']}" for r in over) + "."
         )
     ]
+    ratios = versus_yardstick(results)
     for runs in cells(results):
         first, s = runs[0], figures.cell_summary(runs)
         name = f"Hermes {first['version']}, {first['workload']}, {first['label']}"
         cap = first["figures"].get("endpoint_cap", first["cap"])
-        if first["workload"] == "outage":
+        ratio = ratios[(first["version"], first["workload"], first["strategy"])]
+        if len(first["raw"].get("hosts") or []) > 1:
+            lines.append(
+                f"- {name}: peak in flight at the endpoint {spread(s['endpoint_peak_total'], _integer)} "
+                f"(cap {cap}), endpoint use {spread(s['endpoint_utilisation'], pct)} while work waited, "
+                f"makespan {spread(s['makespan'], _seconds)}"
+                + ("." if ratio is None else f", {spread(ratio, num)}x the one host's.")
+            )
+        elif first["workload"] == "outage":
             lines.append(
                 f"- {name}: {spread(s['failed_cards'], _integer)} cards failed, "
                 f"{spread(s['hung_workers'], _integer)} workers hung, "
                 f"{spread(s['recovery_spawns'], _integer)} spawns within "
                 f"{figures.RECOVERY_WINDOW:g} s of recovery."
             )
-        elif first["strategy"].startswith("pacer"):
+        elif is_pacer(first):
             lines.append(
                 f"- {name}: peak in flight at the endpoint {spread(s['endpoint_peak_total'], _integer)} "
                 f"(cap {cap}), slot use {spread(s['slot_utilisation'], pct)} while work waited, "
@@ -165,14 +231,34 @@ def section(results: list[dict], meta: dict, plot_path: str, page_dir: str = "."
         f"Produced by `{meta['command']}` on {meta['date']} ({meta['machine']}); {meta['duration']}. "
         f"{_runs_sentence(meta.get('repeats', 1), meta.get('outage_repeats', 1))} "
         f"The endpoint held each call "
-        f"{meta['hold']:g} s (the final reply {meta['final_hold']:g} s). Raw series of every run: "
-        f"[`{json_path}`]({link(json_path, page_dir)}).\n\n"
+        f"{meta['hold']:g} s (the final reply {meta['final_hold']:g} s).{_later_runs(meta, results)} "
+        f"Raw series of every run: [`{json_path}`]({link(json_path, page_dir)}).\n\n"
         f"{table(results)}\n"
         f"{findings(results)}\n"
         f"![requests in flight at the endpoint over time, one line per strategy]"
         f"({link(plot_path, page_dir)})\n"
         f"{END}"
     )
+
+
+def _later_runs(meta: dict, results: list[dict]) -> str:
+    """A sentence for each later run that added or measured again some cells (bench/store.py)."""
+    labels = {(r["version"], r["workload"], r["strategy"]): r for r in results}
+    sentences = []
+    for run in meta.get("later_runs", []):
+        workloads = list(
+            dict.fromkeys(labels[tuple(c)]["workload_label"] for c in run["cells"] if tuple(c) in labels)
+        )
+        sentences.append(
+            f" The rows of {_and(workloads)} came from `{run['command']}` on {run['date']} "
+            f"({run['machine']}), each cell {_times(run['repeats'])}; that run took "
+            f"{run['seconds'] / 60:.0f} min."
+        )
+    return "".join(sentences)
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def _runs_sentence(repeats: int, outage_repeats: int) -> str:

@@ -21,6 +21,15 @@ class Strategy:
     runner: str
     # Set kanban.max_in_progress to the cap in the root config (Hermes' native cap).
     native_cap: bool = False
+    # The pacer's fleet mode (docs/fleet.md) when the trial's hosts share the endpoint as one
+    # inventory group: "sliced" (the endpoint reports its load) or "static" (its metrics are
+    # switched off: each host works to its static share); None: every host is paced alone.
+    fleet: str | None = None
+
+    @property
+    def endpoint_metrics(self) -> bool:
+        """Whether the endpoint reports its load in this trial (off for the static shares)."""
+        return self.fleet != "static"
 
     def available(self, version: str) -> bool:
         """Hermes' native cap exists from 0.16 on."""
@@ -59,4 +68,17 @@ def catalogue(baseline_cadence: float) -> dict[str, Strategy]:
         "pacer-12": Strategy("pacer-12", "hermes-pacer, 12 passes/min", 5.0, "subminute"),
         "pacer-30": Strategy("pacer-30", "hermes-pacer, 30 passes/min", 2.0, "subminute"),
         "pacer-timer-12": Strategy("pacer-timer-12", "hermes-pacer, timer every 5 s", 5.0, "timer"),
+        # Several hosts on one endpoint: each host's pacer with the endpoint's whole cap and no fleet
+        # (what a fleet gets without one: up to the cap on every host), then the fleet's two modes.
+        "alone-12": Strategy("alone-12", "hermes-pacer, each host alone, 12 passes/min", 5.0, "subminute"),
+        "fleet-12": Strategy(
+            "fleet-12", "hermes-pacer fleet, sliced, 12 passes/min", 5.0, "subminute", fleet="sliced"
+        ),
+        "fleet-static-12": Strategy(
+            "fleet-static-12",
+            "hermes-pacer fleet, static shares (no metrics), 12 passes/min",
+            5.0,
+            "subminute",
+            fleet="static",
+        ),
     }

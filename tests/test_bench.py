@@ -7,6 +7,7 @@ works end to end (every strategy ran to the end, every output was written).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,11 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench import figures, report  # noqa: E402
+from bench import figures, report, store  # noqa: E402
+from bench.__main__ import _arguments, _plan, _workloads  # noqa: E402
+from bench.harness import pacer_endpoint_env, pacer_fleet_env, static_shares  # noqa: E402
+from bench.namespace import PidNamespace  # noqa: E402
+from bench.strategies import catalogue  # noqa: E402
 
 
 def test_step_series_and_peak_count_overlaps():
@@ -212,6 +217,167 @@ def test_the_docs_page_carries_the_block_a_full_run_replaces():
     assert report.BEGIN not in (REPO / "README.md").read_text()
 
 
+def test_two_hosts_share_one_endpoint_and_bring_their_one_host_yardstick():
+    args = _arguments(["--workloads", "two-hosts", "--versions", "0.19.0"])
+    two = _workloads(args)["two-hosts"]
+    # Issue #15: 4 cards on each host, the endpoint's cap 2 for the fleet, each host's loop alone in
+    # its own PID namespace.
+    assert (two.hosts, two.boards, two.cards, two.endpoint_cap, two.pid_namespaces) == (2, 1, 4, 2, True)
+    one = _workloads(args)[two.yardstick]
+    assert (one.hosts, one.boards, one.cards, one.cap, one.endpoint_cap) == (1, 1, 8, 2, 2)
+    assert _plan(args) == [
+        ("0.19.0", "two-hosts", "alone-12"),
+        ("0.19.0", "two-hosts", "fleet-12"),
+        ("0.19.0", "two-hosts", "fleet-static-12"),
+        ("0.19.0", "one-host", "pacer-12"),
+    ]
+    # Naming the workloads makes the run join the stored results; the whole plan replaces them.
+    assert args.partial and not _arguments([]).partial
+
+
+def test_fleet_strategies_and_the_settings_each_host_gets():
+    known = catalogue(15)
+    assert known["alone-12"].fleet is None and known["alone-12"].endpoint_metrics
+    assert known["fleet-12"].fleet == "sliced" and known["fleet-12"].endpoint_metrics
+    assert known["fleet-static-12"].fleet == "static" and not known["fleet-static-12"].endpoint_metrics
+    two = _workloads(_arguments([]))["two-hosts"]
+    assert pacer_fleet_env(two, 1) == {
+        "PACER_FLEET": "bench-fleet",
+        "PACER_FLEET_HOSTS": "2",
+        "PACER_FLEET_INDEX": "1",
+        "PACER_FLEET_SHARE": "1",
+    }
+
+    class Lab:
+        url = "http://127.0.0.1:1/v1"
+
+    # Each host names only its own boards; without metrics the endpoint is a plain OpenAI server.
+    env = pacer_endpoint_env(Lab(), two, ["t1b"], metrics=False)
+    assert env["PACER_ENDPOINT_BOARDS"] == "t1b" and env["PACER_ENDPOINT_KIND"] == "openai"
+    assert env["PACER_ENDPOINT_MAX_PARALLEL"] == "2"
+
+
+def test_static_shares_split_the_cap_as_the_role_does():
+    assert static_shares(2, 2) == [1, 1]
+    assert static_shares(5, 3) == [2, 2, 1]
+    assert static_shares(4, 1) == [4]
+    # More hosts than the cap: at least 1 each, over the cap (the role says so).
+    assert static_shares(1, 2) == [1, 1]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a PID namespace needs root")
+def test_a_host_namespace_sees_only_its_own_processes_and_keeps_its_orphans():
+    namespace = PidNamespace()
+    try:
+        # An orphan the command leaves behind (as the dispatcher leaves its workers) stays alive in
+        # the namespace after the command ended; the command saw only the namespace's few processes.
+        ran = subprocess.run(
+            namespace.command(["sh", "-c", "setsid sleep 300 </dev/null >/dev/null 2>&1 & ls /proc"]),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        pids = sorted(int(name) for name in ran.stdout.split() if name.isdigit())
+        assert pids[0] == 1 and len(pids) <= 6, pids  # not the machine's hundreds
+        orphans = Path(f"/proc/{namespace.init}/task/{namespace.init}/children").read_text().split()
+        assert len(orphans) == 1 and b"sleep" in Path(f"/proc/{orphans[0]}/cmdline").read_bytes()
+    finally:
+        namespace.close()
+    # Closing the namespace ends everything in it.
+    assert not Path(f"/proc/{orphans[0]}").exists() or b"sleep" not in _cmdline(int(orphans[0]))
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _fleet_run(workload: str, strategy: str, repeat: int, makespan: float, peak: int) -> dict:
+    """A made-up run of a fleet cell: two hosts (a board each) or the one-host yardstick."""
+    result = _run(strategy, repeat, peak, makespan)
+    hosts = [["a"], ["b"]] if workload == "two-hosts" else [["b"]]
+    result["raw"].update(hosts=hosts, yardstick="one-host" if workload == "two-hosts" else None)
+    label = "8 cards over two hosts, one endpoint" if workload == "two-hosts" else "8 cards, one host"
+    result.update(workload=workload, workload_label=label)
+    return result
+
+
+def test_the_fleet_table_sets_each_makespan_against_the_one_host_yardstick():
+    results = [
+        _fleet_run("two-hosts", "alone-12", 0, 20.0, 4),
+        _fleet_run("two-hosts", "fleet-12", 0, 30.0, 2),
+        _fleet_run("two-hosts", "fleet-12", 1, 40.0, 2),
+        _fleet_run("one-host", "pacer-12", 0, 20.0, 2),
+        _fleet_run("one-host", "pacer-12", 1, 30.0, 2),
+    ]
+    ratios = report.versus_yardstick(results)
+    # Each run against the yardstick's median (25 s).
+    assert ratios[("0.19.0", "two-hosts", "fleet-12")] == {"median": 1.4, "min": 1.2, "max": 1.6, "n": 2}
+    assert ratios[("0.19.0", "two-hosts", "alone-12")]["median"] == pytest.approx(0.8)
+    assert ratios[("0.19.0", "one-host", "pacer-12")] is None
+    text = report.table(results)
+    fleet = text.split("Several hosts on one endpoint")[1].splitlines()
+    rows = [line for line in fleet if line.startswith("| 0.19.0")]
+    assert rows[0].startswith("| 0.19.0 | 8 cards over two hosts, one endpoint | alone-12 | 1 | 4 / 2 |")
+    assert rows[0].endswith("| 20 s | 0.80x |")
+    assert rows[1].endswith("| 35 s (30 s-40 s) | 1.40 (1.20-1.60)x |")
+    assert rows[2].startswith("| 0.19.0 | 8 cards, one host | pacer-12 |") and rows[2].endswith(
+        "the yardstick |"
+    )
+    said = report.findings(results)
+    # The fleet is the pacer and held the cap; the hosts alone are its baseline, not counted.
+    assert "stayed at or under the caps (live workers per board, requests in flight at the endpoint, " in said
+    assert "in 4 of its 4 runs." in said
+    assert "two-hosts, fleet-12: peak in flight at the endpoint 2 (cap 2)" in said
+    assert "1.40 (1.20-1.60)x the one host's." in said
+
+
+def test_a_partial_run_joins_the_stored_results(tmp_path):
+    old = [
+        _run("uncapped", 0, 4, 20.0),
+        _run("pacer-12", 0, 2, 20.0),
+        _fleet_run("two-hosts", "fleet-12", 0, 40, 2),
+    ]
+    meta = {"command": "./tasks.sh bench", "date": "2026-11-30", "hold": 4.0, "final_hold": 4.0, "cap": 2}
+    saved = {"meta": meta, "results": old}
+    new_meta = {
+        "command": "./tasks.sh bench --workloads two-hosts",
+        "date": "2026-12-01",
+        "machine": "2 cores",
+        "seconds": 1200.0,
+        "repeats": 3,
+        "hold": 4.0,
+        "final_hold": 4.0,
+        "cap": 2,
+    }
+    new = [_fleet_run("two-hosts", "fleet-12", r, 30.0, 2) for r in range(2)]
+    got_meta, got = store.merge(saved, new_meta, new)
+    # The stored cells it did not measure stay, in their order; its own cell replaces the stored one.
+    assert [(r["strategy"], r["repeat"]) for r in got] == [
+        ("uncapped", 0),
+        ("pacer-12", 0),
+        ("fleet-12", 0),
+        ("fleet-12", 1),
+    ]
+    assert got_meta["command"] == "./tasks.sh bench"
+    assert got_meta["later_runs"][0]["cells"] == [["0.19.0", "two-hosts", "fleet-12"]]
+    assert (
+        "The rows of 8 cards over two hosts, one endpoint came from `./tasks.sh bench --workloads two-hosts`"
+        in (report._later_runs(got_meta, got))
+    )
+    # Nothing stored: the run is the whole store.
+    assert store.merge(None, new_meta, new) == (new_meta, new)
+    # A store made with other holds cannot take the run's rows.
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps({"meta": {**meta, "hold": 1.0}, "results": old}))
+    with pytest.raises(SystemExit, match="hold 4"):
+        store.load(path, {"hold": 4.0, "final_hold": 4.0, "cap": 2})
+    assert store.load(tmp_path / "missing.json", new_meta) is None
+
+
 @pytest.mark.hermes
 def test_quick_bench_runs_every_strategy_and_workload_to_the_end(tmp_path):
     page = (REPO / "docs" / "benchmark.md").read_text()
@@ -243,6 +409,9 @@ def test_quick_bench_runs_every_strategy_and_workload_to_the_end(tmp_path):
     down, up = by_workload["outage"]["raw"]["outage"]
     assert up > down
     assert by_workload["outage"]["figures"]["hung_workers"] is not None
+    fleet = next(r for r in results if r["workload"] == "two-hosts")
+    assert fleet["raw"]["hosts"] == [[board] for board in fleet["raw"]["boards"]] and fleet["raw"]["fleet"]
+    assert any(r["workload"] == "one-host" for r in results)  # its yardstick ran beside it
     assert (tmp_path / "requests-in-flight.png").read_bytes().startswith(b"\x89PNG")
     table = (tmp_path / "table.md").read_text()
     assert (
