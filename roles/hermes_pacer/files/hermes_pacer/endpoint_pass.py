@@ -132,7 +132,7 @@ def _locked(
     if reading is not None and reading.running is not None and reading.running > point.max_parallel:
         # Over its cap: clients beyond the pacer's reach, or (in a fleet) an assumption of
         # docs/fleet.md that failed. The pass admits nothing then; the line says so.
-        passlog.warn(record, f"endpoint_over_cap:{reading.running}/{point.max_parallel}")
+        passlog.warn(record, f"endpoint_over_cap:{reading.running}")
     record.update(endpoint_used=held.ours + held.foreign, foreign=held.foreign)
     pids = sorted(pid for load in loads for pid in load.live.pids)
     allowance = Allowance(slots=share, board_occupied=own.occupied, pids=pids, opens_at=opens_at)
