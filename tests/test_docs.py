@@ -72,7 +72,7 @@ NOT_REPO_FILES = {
     "hermes-kanban-dispatch-subminute.sh",
     "hermes-kanban-flow.sh",
     "hermes-pacer-verify.sh",
-    "hermes_pacer-pacer-0.4.0.tar.gz",
+    "hermes_pacer-pacer-0.5.0.tar.gz",
 }
 FILE_SUFFIXES = (".yml", ".yaml", ".py", ".sh", ".md", ".txt", ".toml", ".cfg", ".json", ".png", ".gz")
 

@@ -3,4 +3,4 @@
 Standard library only: it runs on every Hermes host with the system python3.
 """
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
