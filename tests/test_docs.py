@@ -45,6 +45,9 @@ ENDPOINT_PATHS = {"/health", "/metrics", "/slots", "/api/ps", "/v1/models"}
 # Hermes home, and the names of example files an operator writes.
 NOT_REPO_FILES = {
     "config.yaml",
+    "fleet.py",
+    "clock.py",
+    "fleet_report.py",
     "jobs.json",
     "kanban.db",
     "SKILL.md",
