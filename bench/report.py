@@ -146,13 +146,15 @@ def _fleet_table(results: list[dict]) -> str:
     for runs in shown:
         first, s = runs[0], figures.cell_summary(runs)
         ratio = ratios[(first["version"], first["workload"], first["strategy"])]
+        # No yardstick ran (a quick run): no ratio.
+        versus = "the yardstick" if first["workload"] in yardstick_workloads else spread(ratio, num)
         rows.append(
             f"| {first['version']} | {first['workload_label']} | {first['label']} | {len(runs)} "
             f"| {spread(s['endpoint_peak_total'], _integer)} / {first['figures']['endpoint_cap']} "
             f"| {spread(s['peak_workers'], _integer)} "
             f"| {spread(s['endpoint_utilisation'], pct)} "
             f"| {spread(s['makespan'], _seconds)} "
-            f"| {'the yardstick' if first['workload'] in yardstick_workloads else spread(ratio, num) + 'x'} |"
+            f"| {versus}{'' if ratio is None else 'x'} |"
         )
     return (
         "\nSeveral hosts on one endpoint, beside the same cards on one host:\n\n"

@@ -233,6 +233,11 @@ def test_two_hosts_share_one_endpoint_and_bring_their_one_host_yardstick():
     ]
     # Naming the workloads makes the run join the stored results; the whole plan replaces them.
     assert args.partial and not _arguments([]).partial
+    # A quick run proves the fleet's plumbing: its fleet cell, no yardstick.
+    quick = _plan(_arguments(["--quick", "--versions", "0.19.0"]))
+    assert [cell for cell in quick if cell[1] in ("two-hosts", "one-host")] == [
+        ("0.19.0", "two-hosts", "fleet-12")
+    ]
 
 
 def test_fleet_strategies_and_the_settings_each_host_gets():
@@ -327,6 +332,9 @@ def test_the_fleet_table_sets_each_makespan_against_the_one_host_yardstick():
     assert rows[2].startswith("| 0.19.0 | 8 cards, one host | pacer-12 |") and rows[2].endswith(
         "the yardstick |"
     )
+    # Without the yardstick (a quick run) there is nothing to set the makespan against.
+    alone = report.table(results[1:2]).split("Several hosts on one endpoint")[1]
+    assert "| 30 s | - |" in alone and "x |" not in alone
     said = report.findings(results)
     # The fleet is the pacer and held the cap; the hosts alone are its baseline, not counted.
     assert "stayed at or under the caps (live workers per board, requests in flight at the endpoint, " in said
@@ -411,7 +419,7 @@ def test_quick_bench_runs_every_strategy_and_workload_to_the_end(tmp_path):
     assert by_workload["outage"]["figures"]["hung_workers"] is not None
     fleet = next(r for r in results if r["workload"] == "two-hosts")
     assert fleet["raw"]["hosts"] == [[board] for board in fleet["raw"]["boards"]] and fleet["raw"]["fleet"]
-    assert any(r["workload"] == "one-host" for r in results)  # its yardstick ran beside it
+    assert not any(r["workload"] == "one-host" for r in results)  # its yardstick is the full run's
     assert (tmp_path / "requests-in-flight.png").read_bytes().startswith(b"\x89PNG")
     table = (tmp_path / "table.md").read_text()
     assert (

@@ -2,14 +2,16 @@
 
 Both hosts are this machine (a local connection), each with its own settings directory: preflight,
 settings.yml and the fleet report run as site.yml runs them, and each host's settings files are
-read back as the pass reads them. Bad inventories go through site.yml in check mode: they stop in
-preflight, naming the variable, and nothing changes.
+read back as the pass reads them. Bad inventories go through site.yml in check mode, all in one
+play, a pair of hosts each: every host stops in preflight, naming the variable, and nothing changes.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -54,9 +56,12 @@ def _inventory(
     host_endpoints: dict[str, dict] | None = None,
     hosts: list[str] = HOSTS,
     members: list[str] | None = None,
+    host_vars: dict[str, dict] | None = None,
 ) -> Path:
     """hosts.yml in `base`: every host in hermes_hosts, `members` (default: all) in the fleet's
-    group; the group's endpoint in group_vars, a host's own entry of it in host_vars."""
+    group; the group's endpoint in group_vars, a host's own entry of it in host_vars, with its
+    `host_vars`. No host checks for a time sync service unless its host_vars say so: this machine
+    runs none."""
     local = {"ansible_connection": "local", "ansible_python_interpreter": PYTHON}
     inventory = {
         "all": {
@@ -72,9 +77,13 @@ def _inventory(
         yaml.safe_dump({"hermes_pacer_endpoints": [group_endpoint], "hermes_pacer_boards": BOARDS})
     )
     for name in hosts:
-        own = {"hermes_pacer_settings_dir": str(host.settings_dir(base / name / "etc"))}
+        own = {
+            "hermes_pacer_settings_dir": str(host.settings_dir(base / name / "etc")),
+            "hermes_pacer_fleet_time_sync_check": False,
+        }
         if name in (host_endpoints or {}):
             own["hermes_pacer_endpoints"] = [host_endpoints[name]]
+        own |= (host_vars or {}).get(name, {})
         (base / "host_vars" / f"{name}.yml").write_text(yaml.safe_dump(own))
     path = base / "hosts.yml"
     path.write_text(yaml.safe_dump(inventory))
@@ -91,7 +100,6 @@ def _converge(inventory: Path, *options: str, group: str = GROUP, home: Path | N
         "hermes_pacer_user_home": str(home / "home"),
         "hermes_pacer_bin": "/usr/bin/true",
         "hermes_pacer_textfile_dir": "",
-        "hermes_pacer_fleet_time_sync_check": False,  # this machine runs none
     } | extra
     return ansible_playbook("-i", str(inventory), str(playbook), *options, extra=variables)
 
@@ -240,7 +248,14 @@ def test_a_fleet_larger_than_the_cap_is_warned_about(tmp_path):
 def test_the_example_inventorys_fleet_passes_preflight(tmp_path):
     """inventory/example: big is shared by big_fleet, gpu-02 with a floor of 2 of the 8."""
     example = REPO / "inventory" / "example" / "hosts.yml"
-    play = _converge(example, "--check", group="big_fleet", home=tmp_path, ansible_connection="local")
+    play = _converge(
+        example,
+        "--check",
+        group="big_fleet",
+        home=tmp_path,
+        ansible_connection="local",
+        hermes_pacer_fleet_time_sync_check=False,  # this machine runs none
+    )
     assert play.returncode == 0, play.stdout[-4000:] + play.stderr[-2000:]
     text = " ".join(play.stdout.split())
     for place in ("1 of 2", "2 of 2"):
@@ -248,94 +263,139 @@ def test_the_example_inventorys_fleet_passes_preflight(tmp_path):
     assert "gpu-01.example.net 3, gpu-02.example.net 5 of its 8" in text, play.stdout[-3000:]
 
 
-# (group's entry, host_vars entries, members of the group, hosts the play runs on, extra vars, message)
+# The bad inventories, all in one play (one ansible-playbook run for every case). Each case is a pair
+# of hosts of its own, {first} and {second} (<case>-01 and -02), both in hermes_hosts and in the
+# case's group {group} (<case>_fleet); "{group}" in an entry or a message stands for it, and so on.
+CASE_A = GPU_A | {"fleet": "{group}"}
+
+
+@dataclass(frozen=True)
+class Bad:
+    """site.yml runs on `on` of the pair and stops there in preflight; `message` is in the failure
+    of the first of them."""
+
+    message: str
+    endpoint: dict = field(default_factory=lambda: CASE_A)  # each host's entry of gpu-a...
+    own: dict[str, dict] = field(default_factory=dict)  # ...but these hosts' ("second": entry)
+    members: tuple[str, ...] = ("first", "second")  # of the group
+    on: tuple[str, ...] = ("first", "second")
+    settings: dict = field(default_factory=dict)  # host_vars of both
+
+
 BAD = {
-    "unknown_group": (
-        GPU_A | {"fleet": "gpu_b_fleet"},
-        {},
-        None,
-        GROUP,
-        {},
+    "unknown_group": Bad(
         "gpu-a has fleet=gpu_b_fleet, which is not an inventory group: expected the inventory group",
+        endpoint=GPU_A | {"fleet": "gpu_b_fleet"},
     ),
-    "host_not_in_group": (
-        GPU_A,
-        {},
-        ["hermes-01"],
-        "hermes-02",
-        {},
-        "gpu-a has fleet=gpu_a_fleet, which is a group without this host (hermes-02)",
+    "host_not_in_group": Bad(
+        "gpu-a has fleet={group}, which is a group without this host ({second})",
+        members=("first",),
+        on=("second",),
     ),
-    "floors_above_the_cap": (
-        GPU_A | {"min_share": 3},
-        {},
-        None,
-        GROUP,
-        {},
-        "the floors (min_share) of gpu-a in fleet gpu_a_fleet are hermes-01 3, hermes-02 3: "
+    "floors_above_the_cap": Bad(
+        "the floors (min_share) of gpu-a in fleet {group} are {first} 3, {second} 3: "
         "expected integers from 0 that add up to at most its max_parallel=5",
+        endpoint=CASE_A | {"min_share": 3},
     ),
-    "negative_floor": (
-        GPU_A | {"min_share": -1},
-        {},
-        None,
-        GROUP,
-        {},
-        "hermes_pacer_endpoints[0] (gpu-a) is invalid",
+    "negative_floor": Bad(
+        "hermes_pacer_endpoints[0] (gpu-a) is invalid", endpoint=CASE_A | {"min_share": -1}
     ),
-    "startup_not_below_the_slice": (
-        GPU_A,
-        {},
-        None,
-        GROUP,
-        {"hermes_pacer_fleet_slice_seconds": 10, "hermes_pacer_fleet_startup_seconds": 10},
+    "startup_not_below_the_slice": Bad(
         "hermes_pacer_fleet_startup_seconds an integer from 1 to hermes_pacer_fleet_slice_seconds - 1 "
         "(got 10)",
+        settings={"hermes_pacer_fleet_slice_seconds": 10, "hermes_pacer_fleet_startup_seconds": 10},
     ),
-    "slice_too_long": (
-        GPU_A,
-        {},
-        None,
-        GROUP,
-        {"hermes_pacer_fleet_slice_seconds": 301},
+    "slice_too_long": Bad(
         "hermes_pacer_fleet_slice_seconds must be an integer from 2 to 300 (got 301)",
+        settings={"hermes_pacer_fleet_slice_seconds": 301},
     ),
-    "members_disagree": (
-        GPU_A,
-        {"hermes-02": GPU_A | {"max_parallel": 8}},
-        None,
-        GROUP,
-        {},
-        "gpu-a of fleet gpu_a_fleet differs between its members: hermes-01 has "
-        "url=http://10.0.0.9:8000/v1, max_parallel=5, kind=vllm, fleet=gpu_a_fleet; "
-        "hermes-02 has url=http://10.0.0.9:8000/v1, max_parallel=8",
+    "members_disagree": Bad(
+        "gpu-a of fleet {group} differs between its members: {first} has "
+        "url=http://10.0.0.9:8000/v1, max_parallel=5, kind=vllm, fleet={group}; "
+        "{second} has url=http://10.0.0.9:8000/v1, max_parallel=8",
+        own={"second": CASE_A | {"max_parallel": 8}},
     ),
-    "member_without_the_fleet": (
-        GPU_A,
-        {"hermes-02": {key: value for key, value in GPU_A.items() if key != "fleet"}},
-        None,
-        "hermes-01",
-        {},
-        "hermes-02 has url=http://10.0.0.9:8000/v1, max_parallel=5, kind=vllm, fleet=unset",
+    "member_without_the_fleet": Bad(
+        "{second} has url=http://10.0.0.9:8000/v1, max_parallel=5, kind=vllm, fleet=unset",
+        own={"second": {key: value for key, value in GPU_A.items() if key != "fleet"}},
+        on=("first",),
     ),
 }
 
 
-@pytest.mark.parametrize("case", BAD.values(), ids=BAD.keys())
-def test_bad_fleet_input_stops_site_yml_before_any_change(tmp_path, case):
-    endpoint, own, members, targets, extra, message = case
-    inventory = _inventory(tmp_path, endpoint, own, members=members)
+def _names(case: str) -> dict[str, str]:
+    return {"group": f"{case}_fleet", "first": f"{case}-01", "second": f"{case}-02"}
+
+
+def _bad_inventory(base: Path) -> Path:
+    """hosts.yml in `base` with every case's pair, each host with its own settings directory and
+    its own entry of gpu-a in host_vars; the boards in group_vars."""
+    local = {"ansible_connection": "local", "ansible_python_interpreter": PYTHON}
+    hosts, groups = {}, {}
+    (base / "group_vars").mkdir()
+    (base / "host_vars").mkdir()
+    (base / "group_vars" / "hermes_hosts.yml").write_text(yaml.safe_dump({"hermes_pacer_boards": BOARDS}))
+    for case, bad in BAD.items():
+        names = _names(case)
+        for place in ("first", "second"):
+            entry = bad.own.get(place, bad.endpoint)
+            own = {
+                "hermes_pacer_settings_dir": str(host.settings_dir(base / names[place] / "etc")),
+                "hermes_pacer_endpoints": [
+                    {
+                        key: value.format(**names) if isinstance(value, str) else value
+                        for key, value in entry.items()
+                    }
+                ],
+            } | bad.settings
+            (base / "host_vars" / f"{names[place]}.yml").write_text(yaml.safe_dump(own))
+            hosts[names[place]] = dict(local)
+        groups[names["group"]] = {"hosts": {names[place]: None for place in bad.members}}
+    inventory = {"all": {"children": {"hermes_hosts": {"hosts": hosts}, **groups}}}
+    path = base / "hosts.yml"
+    path.write_text(yaml.safe_dump(inventory))
+    return path
+
+
+# A failed task's line for a host, its result on one line: "fatal: [h]: FAILED! => {...}", or
+# "failed: [h] (item=gpu-a) => {...}" for an item of a loop.
+FAILED = re.compile(r"^(?:fatal|failed): \[([^\]]+)\].*? => (\{.*\})$", re.M)
+
+
+def _failures(output: str) -> dict[str, str]:
+    """Each host's failure messages, joined, whitespace as in one line."""
+    failures: dict[str, list[str]] = {}
+    for name, result in FAILED.findall(output):
+        failures.setdefault(name, []).append(" ".join(str(json.loads(result).get("msg", "")).split()))
+    return {name: " | ".join(messages) for name, messages in failures.items()}
+
+
+@pytest.fixture(scope="module")
+def bad_play(tmp_path_factory):
+    """site.yml --check over every bad case at once: (the run, failures by host, recap by host)."""
+    inventory = _bad_inventory(tmp_path_factory.mktemp("bad"))
+    on = [_names(case)[place] for case, bad in BAD.items() for place in bad.on]
     play = ansible_playbook(
         "-i",
         str(inventory),
         "site.yml",
         "--check",
-        extra={"hermes_pacer_hosts": targets, "hermes_pacer_fleet_time_sync_check": False} | extra,
+        extra={"hermes_pacer_hosts": ":".join(on), "hermes_pacer_fleet_time_sync_check": False},
     )
-    assert play.returncode != 0
-    assert message in " ".join(play.stdout.split()), play.stdout[-4000:]
-    recap = _recap(play.stdout)
-    assert recap and all(counts["changed"] == 0 for counts in recap.values()), recap
+    assert play.returncode != 0, play.stdout[-4000:]
+    assert "PLAY RECAP" in play.stdout, play.stdout[-4000:] + play.stderr[-4000:]
+    return play, _failures(play.stdout), _recap(play.stdout)
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_fleet_input_stops_site_yml_before_any_change(bad_play, case):
+    play, failures, recap = bad_play
+    bad, names = BAD[case], _names(case)
+    on = [names[place] for place in bad.on]
+    for name in on:
+        assert name in recap, play.stdout[-4000:]
+        assert (recap[name]["failed"], recap[name]["changed"]) == (1, 0), (name, recap[name])
+    assert bad.message.format(**names) in failures.get(on[0], ""), failures.get(on[0])
 
 
 def _time_sync_runs() -> bool:
@@ -351,18 +411,23 @@ def _time_sync_runs() -> bool:
 
 @pytest.mark.skipif(_time_sync_runs(), reason="a time sync service runs on this machine")
 def test_a_fleet_host_without_time_sync_stops_the_play_unless_the_check_is_off(tmp_path):
+    """One play: hermes-01 checks (the role's default), hermes-02 has the check off."""
     for name in HOSTS:
         (tmp_path / name / "etc").mkdir(parents=True)
-    inventory = _inventory(tmp_path, GPU_A)
-    play = _converge(inventory, "--check", hermes_pacer_fleet_time_sync_check=True)
+    inventory = _inventory(
+        tmp_path, GPU_A, host_vars={"hermes-01": {"hermes_pacer_fleet_time_sync_check": True}}
+    )
+    play = _converge(inventory, "--check")
     assert play.returncode != 0
     text = " ".join(play.stdout.split())
     assert "but no time sync service runs on hermes-01" in text, play.stdout[-3000:]
     assert "or set hermes_pacer_fleet_time_sync_check: false where the clock is kept otherwise" in text
-    assert all(counts["changed"] == 0 for counts in _recap(play.stdout).values())
+    recap = _recap(play.stdout)
+    assert (recap["hermes-01"]["failed"], recap["hermes-01"]["changed"]) == (1, 0), recap
     assert not list((tmp_path / "hermes-01" / "etc").iterdir())
-    off = _converge(inventory, "--check", hermes_pacer_fleet_time_sync_check=False)
-    assert off.returncode == 0, off.stdout[-3000:]
+    # The check off, hermes-02 went on to its fleet report.
+    assert "runs on hermes-02" not in text and recap["hermes-02"]["failed"] == 0, play.stdout[-3000:]
+    assert "this host is 2 of 2 (hermes-01, hermes-02)" in text
 
 
 def test_the_role_and_the_pass_accept_the_same_fleet_names():
