@@ -87,12 +87,15 @@ def fleets(tmp_path_factory, hermes_bin):
 
     endpoints = Endpoints()
     results: dict[str, dict] = {}
+    # Made here, before the threads: pytest's first mktemp creates the base directory, not safely
+    # from several threads at once.
+    roots = {name: tmp_path_factory.mktemp(name) for name in VARIANTS}
 
     def run(name: str, shape: dict) -> None:
         result = results[name] = {}
         try:
             server = endpoints.start(hold=0.5, final_hold=1.0, **shape)
-            hosts = result["hosts"] = _fleet(tmp_path_factory.mktemp(name), hermes_bin, server)
+            hosts = result["hosts"] = _fleet(roots[name], hermes_bin, server)
             result["makespan"] = fleet_hosts.run_fleet(hosts, TIMEOUT)
             result["stats"] = server.recorder.stats()
         except BaseException as exc:  # reported by the variant's test
