@@ -206,7 +206,8 @@ def test(c, k=""):
         "cards": "cards in the burst (default 6)",
         "cap": "the cap every strategy gets (default 2)",
         "versions": "hermes-agent releases, comma-separated (default: the pinned ones)",
-        "workloads": "workloads, comma-separated: one-board, two-boards, foreign, outage, two-hosts (with one-host beside it) (default: all)",
+        "workloads": "workloads, comma-separated: one-board, two-boards, foreign, outage, "
+        "two-hosts (and one-host beside it) (default: all)",
         "strategies": "strategies, comma-separated (default: each workload's)",
         "docs": "write the table into docs/benchmark.md (default: yes, unless --quick; --no-docs leaves it)",
         "redraw": "run no trial: draw the plot and table again from bench/results/bench.json",
