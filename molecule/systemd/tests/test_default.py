@@ -233,5 +233,5 @@ def test_invoke_verify_reports_the_host(host):
         check=False,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    report = json.loads(result.stdout)["hermes-pacer-systemd"]
+    report = json.loads(result.stdout)["hosts"]["hermes-pacer-systemd"]
     assert report["ok"] and sorted(b["board"] for b in report["boards"]) == ["default", "flows", "ops"]
