@@ -94,6 +94,13 @@ def test_without_a_reported_load_the_static_share_is_the_whole_budget():
 
 
 @pytest.mark.parametrize(
+    ("left", "said"), [(0.01, 0.1), (0.049, 0.1), (0.1, 0.1), (0.11, 0.2), (31.0, 31.0), (67.95, 68.0)]
+)
+def test_the_log_never_says_a_closed_window_opens_in_no_time(left, said):
+    assert fleet.seconds_until(1000.0 + left, 1000.0) == said
+
+
+@pytest.mark.parametrize(
     ("kind", "running", "reported"),
     [
         ("vllm", 0, True),

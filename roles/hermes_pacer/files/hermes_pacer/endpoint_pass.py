@@ -149,7 +149,7 @@ def _fleet(
     admission = fleet.admit(member, point.max_parallel, held.ours, foreign, held.waiting, now, reported)
     record.update(fleet=member.name, fleet_mode=admission.mode, fleet_slot=fleet.slot(member))
     if admission.opens_at is not None:
-        record["fleet_next"] = round(max(0.0, admission.opens_at - now), 1)
+        record["fleet_next"] = fleet.seconds_until(admission.opens_at, now)
     # The ramp and the board shares work on what the fleet admits, as on the endpoint's free slots.
     return replace(held, foreign=foreign, free=admission.free), admission
 

@@ -57,6 +57,12 @@ def window(now: float, fleet: Fleet) -> Window:
     return Window(False, start if now < start else start + cycle)
 
 
+def seconds_until(opens_at: float, now: float) -> float:
+    """The log's `fleet_next`: seconds until the window opens, rounded up to a tenth, so a pass a
+    hair before it never reads as "opens in 0.0 s" while it admitted nothing."""
+    return max(0.1, math.ceil(round((opens_at - now) * 10, 6)) / 10)
+
+
 def reports_load(kind: str | None, running: int | None) -> bool:
     """Whether the endpoint's reading gives a running count the fleet can slice against."""
     return running is not None and kind not in UNREPORTED_KINDS
