@@ -27,6 +27,12 @@ def versions() -> tuple[str, ...]:
     return tuple(v.strip() for v in chosen.split(",") if v.strip()) if chosen else VERSIONS
 
 
+def newest() -> str:
+    """The newest release of those to test: for tests of the pacer's own logic, which reads Hermes
+    through the same CLI calls the per-release tests prove on every release."""
+    return max(versions(), key=lambda v: tuple(int(part) for part in v.split(".")))
+
+
 def ensure(version: str) -> Path:
     """Path of the `hermes` executable of `version`, installing it first when needed."""
     venv = cache_dir() / f"hermes-{version}"

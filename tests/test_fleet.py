@@ -8,6 +8,10 @@ the endpoint and the clock. 4 ready cards on each host, the endpoint's cap 2:
 - it reports none (a plain OpenAI-compatible server, found by kind auto): static shares 1 + 1,
   never more than 1 in flight per host.
 
+Fleet admission is the pacer's own logic above the same `hermes` calls every other test proves on
+each release: the fleets run on the newest release only, which keeps the slowest test of the suite
+once in a run.
+
 The three fleets run side by side (each takes most of its time waiting for its turn). G must cover
 a dispatching pass (2-7 s here) and a worker's start-up to its first request: about 3 s on a quiet
 machine, 7 s beside a CI run on two cores, 5-27 s with the three fleets beside it too; S - G, the
@@ -20,6 +24,7 @@ import statistics
 import threading
 
 import fleet_hosts
+import hermes_install
 import pytest
 from hermes_host import HermesHost
 
@@ -76,7 +81,7 @@ def _fleet(root, hermes_bin, server) -> list[fleet_hosts.FleetHost]:
 
 
 @pytest.fixture(scope="module")
-def fleets(tmp_path_factory, hermes_bin):
+def fleets(tmp_path_factory):
     """The three fleets, run side by side: variant -> its hosts, endpoint stats and makespan (or the
     error that ended it)."""
     try:
@@ -85,6 +90,7 @@ def fleets(tmp_path_factory, hermes_bin):
         pytest.skip(str(exc))
     from conftest import Endpoints
 
+    hermes_bin = hermes_install.ensure(hermes_install.newest())
     endpoints = Endpoints()
     results: dict[str, dict] = {}
     # Made here, before the threads: pytest's first mktemp creates the base directory, not safely
