@@ -9,7 +9,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 from email.utils import formatdate
@@ -17,12 +16,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from ansible_run import LOCAL_HOST, UNREACHABLE_HOST, invoke, stub_verify_scripts, write_inventory
 from hermes_host import CAPPED, REPO
 from hermes_pacer import clock, fleet_report, host, settings
-from test_verify import managed_cron_pacer
+from test_verify import with_a_logged_cron_pacer
 
 VERIFY = REPO / "scripts" / "hermes-pacer-verify.sh"
-BIN = Path(sys.executable).parent
 URL = "http://gpu-a.example.net:8000/v1"
 
 
@@ -270,14 +269,7 @@ FLEET = {
 def fleet_host(paced_host, tmp_path):
     """The test home with a managed cron pacer in a private /etc whose settings put its endpoint
     (the fake LLM) in a fleet, and one logged pass."""
-    etc = tmp_path / "etc"
-    log = paced_host.home / "log" / "kanban-dispatch-default.log"
-    log.parent.mkdir()
-    env = paced_host.pacer_env(BOARD="default", MAX_PARALLEL="2")
-    managed_cron_pacer(etc, env, log, "root")
-    with open(log, "w") as out:
-        subprocess.run([str(CAPPED)], env=env, stdout=out, check=True)
-    paced_host.etc = etc
+    etc = with_a_logged_cron_pacer(paced_host, tmp_path / "etc").etc
     paced_host.settings = host.settings_file("default", host.settings_dir(etc))
     paced_host.url = f"http://127.0.0.1:{paced_host.endpoint.server_address[1]}/v1"
     return paced_host
@@ -381,62 +373,20 @@ def test_a_host_without_a_fleet_reports_nothing_new(fleet_host):
 # --- `./tasks.sh verify` over an inventory -------------------------------------------------------
 
 
-def _stub(folder: Path, report: dict) -> str:
-    folder.mkdir(parents=True)
-    stub = folder / "hermes-pacer-verify.sh"
-    stub.write_text(f"#!/bin/sh\ncat <<'EOF'\n{json.dumps(report)}\nEOF\n")
-    stub.chmod(0o755)
-    return str(folder)
-
-
 def test_tasks_verify_sums_the_fleet_and_names_the_missing_and_the_strays(tmp_path):
-    local = {"ansible_connection": "local", "ansible_python_interpreter": "/usr/bin/python3"}
-    inventory = tmp_path / "hosts.yml"
-    inventory.write_text(
-        json.dumps(
-            {
-                "hermes_hosts": {
-                    "hosts": {
-                        "d": {
-                            **local,
-                            "hermes_pacer_scripts_dir": _stub(tmp_path / "d", _document(urls=(URL,))),
-                        }
-                    },
-                    "children": {
-                        "gpu_a_fleet": {
-                            "hosts": {
-                                "a": {
-                                    **local,
-                                    "hermes_pacer_scripts_dir": _stub(
-                                        tmp_path / "a", _document(_entry(0, 2, hosts=3))
-                                    ),
-                                },
-                                "b": {
-                                    **local,
-                                    "hermes_pacer_scripts_dir": _stub(
-                                        tmp_path / "b", _document(_entry(1, 1, hosts=3))
-                                    ),
-                                },
-                                "c": {
-                                    "ansible_host": "127.0.0.1",
-                                    "ansible_port": 1,
-                                    "ansible_connection": "ssh",
-                                },
-                            }
-                        }
-                    },
-                }
-            }
-        )
+    def member(name: str, index: int, workers: int) -> dict:
+        scripts = stub_verify_scripts(tmp_path / name, _document(_entry(index, workers, hosts=3)))
+        return {**LOCAL_HOST, "hermes_pacer_scripts_dir": str(scripts)}
+
+    stray = stub_verify_scripts(tmp_path / "d", _document(urls=(URL,)))
+    inventory = write_inventory(
+        tmp_path / "hosts.yml",
+        {"d": {**LOCAL_HOST, "hermes_pacer_scripts_dir": str(stray)}},
+        children={"gpu_a_fleet": {"a": member("a", 0, 2), "b": member("b", 1, 1), "c": UNREACHABLE_HOST}},
     )
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
-    env["PATH"] = f"{BIN}:{env['PATH']}"
 
     def run(*args: str) -> subprocess.CompletedProcess:
-        command = [str(BIN / "invoke"), "verify", "--inventory", str(inventory), "--limit", "a,b,d", *args]
-        return subprocess.run(
-            command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False
-        )
+        return invoke("verify", "--inventory", inventory, "--limit", "a,b,d", *args)
 
     data = run("--json")
     assert data.returncode == 1, data.stderr  # every host is ok; the fleet is over its cap

@@ -5,17 +5,22 @@ with a host that cannot be reached, `./tasks.sh provision` options, and cron ado
 from __future__ import annotations
 
 import json
-import os
 import pwd
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from ansible_run import (
+    LOCAL_HOST,
+    REPO,
+    UNREACHABLE_HOST,
+    environment,
+    invoke,
+    stub_verify_scripts,
+    write_inventory,
+)
 
-REPO = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
 # Every tag the roles define (`always` aside). A new tag fails the first test until it is listed.
 TAGS = [
     "adopt",
@@ -38,21 +43,11 @@ TAGS = [
 ]
 
 
-def _env(**extra: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "ANSIBLE_NOCOLOR": "1",
-        "PATH": f"{BIN}:{os.environ['PATH']}",
-        **extra,
-    }
-
-
 def _run(*args, timeout: int = 300, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [str(a) for a in args],
         cwd=REPO,
-        env=_env(**env),
+        env=environment(**env),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -82,31 +77,12 @@ def test_each_tag_runs_alone(tag):
     assert _recap(play.stdout)["failed"] == 0
 
 
-def _stub_scripts(folder: Path, report: dict) -> Path:
-    folder.mkdir(parents=True)
-    stub = folder / "hermes-pacer-verify.sh"
-    stub.write_text(f"#!/bin/sh\ncat <<'EOF'\n{json.dumps(report)}\nEOF\n")
-    stub.chmod(0o755)
-    return folder
-
-
 def test_verify_reads_the_scripts_dir_of_the_inventory(tmp_path):
-    scripts = _stub_scripts(tmp_path / "elsewhere", {"ok": True, "from": "the stub"})
-    inventory = tmp_path / "hosts.yml"
-    inventory.write_text(
-        json.dumps(
-            {
-                "hermes_hosts": {
-                    "hosts": {
-                        "localhost": {
-                            "ansible_connection": "local",
-                            "ansible_python_interpreter": "/usr/bin/python3",
-                        }
-                    },
-                    "vars": {"hermes_pacer_scripts_dir": str(scripts)},
-                }
-            }
-        )
+    scripts = stub_verify_scripts(tmp_path / "elsewhere", {"ok": True, "from": "the stub"})
+    inventory = write_inventory(
+        tmp_path / "hosts.yml",
+        {"localhost": LOCAL_HOST},
+        group_vars={"hermes_pacer_scripts_dir": str(scripts)},
     )
     reports = tmp_path / "reports"
     reports.mkdir()
@@ -125,23 +101,16 @@ def test_verify_reads_the_scripts_dir_of_the_inventory(tmp_path):
 def test_tasks_verify_reports_every_host_of_the_inventory(tmp_path):
     """One host verified, one whose scripts are not there, one that cannot be reached: three reports,
     and the task fails."""
-    scripts = _stub_scripts(tmp_path / "scripts", {"ok": True, "from": "the stub"})
-    local = {"ansible_connection": "local", "ansible_python_interpreter": "/usr/bin/python3"}
-    inventory = tmp_path / "hosts.yml"
-    inventory.write_text(
-        json.dumps(
-            {
-                "hermes_hosts": {
-                    "hosts": {
-                        "localhost": {**local, "hermes_pacer_scripts_dir": str(scripts)},
-                        "bare": {**local, "hermes_pacer_scripts_dir": str(tmp_path / "none")},
-                        "down": {"ansible_host": "127.0.0.1", "ansible_port": 1, "ansible_connection": "ssh"},
-                    }
-                }
-            }
-        )
+    scripts = stub_verify_scripts(tmp_path / "scripts", {"ok": True, "from": "the stub"})
+    inventory = write_inventory(
+        tmp_path / "hosts.yml",
+        {
+            "localhost": {**LOCAL_HOST, "hermes_pacer_scripts_dir": str(scripts)},
+            "bare": {**LOCAL_HOST, "hermes_pacer_scripts_dir": str(tmp_path / "none")},
+            "down": UNREACHABLE_HOST,
+        },
     )
-    run = _run(BIN / "invoke", "verify", "--inventory", inventory, "--json")
+    run = invoke("verify", "--inventory", inventory, "--json")
     assert run.returncode == 1, run.stderr
     printed = json.loads(run.stdout)
     assert printed["fleets"] == []  # no host reports a fleet
@@ -154,28 +123,14 @@ def test_tasks_verify_reports_every_host_of_the_inventory(tmp_path):
         "unreachable or failed, no report: fatal: [down]: UNREACHABLE!"
     )
 
-    limited = _run(BIN / "invoke", "verify", "--inventory", inventory, "--limit", "localhost", "--json")
+    limited = invoke("verify", "--inventory", inventory, "--limit", "localhost", "--json")
     assert limited.returncode == 0, limited.stderr
     assert sorted(json.loads(limited.stdout)["hosts"]) == ["localhost"]
 
 
 def test_tasks_provision_takes_an_inventory_tags_and_check(tmp_path):
-    inventory = tmp_path / "hosts.yml"
-    inventory.write_text(
-        json.dumps(
-            {
-                "hermes_hosts": {
-                    "hosts": {
-                        "this-machine": {
-                            "ansible_connection": "local",
-                            "ansible_python_interpreter": "/usr/bin/python3",
-                        }
-                    }
-                }
-            }
-        )
-    )
-    run = _run(BIN / "invoke", "provision", "--inventory", inventory, "--tags", "preflight", "--check")
+    inventory = write_inventory(tmp_path / "hosts.yml", {"this-machine": LOCAL_HOST})
+    run = invoke("provision", "--inventory", inventory, "--tags", "preflight", "--check")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     assert _recap(run.stdout, "this-machine")["failed"] == 0
     # site.yml names the roles by FQCN (playbooks/site.yml): the task line carries the collection.

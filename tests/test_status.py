@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 
 import pytest
+from ansible_run import LOCAL_HOST, UNREACHABLE_HOST, invoke, write_inventory
 
 REPO = Path(__file__).resolve().parent.parent
 COMMAND = REPO / "roles" / "hermes_pacer" / "files" / "scripts" / "hermes-pacer"
-BIN = Path(sys.executable).parent
 HEADER = re.compile(r"^hermes-pacer status of \S+ at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$", re.M)
 BOARD_KEYS = {
     "board",
@@ -486,28 +486,23 @@ def test_tasks_status_shows_every_host_of_the_inventory(tmp_path):
     scripts = tmp_path / "scripts"
     scripts.mkdir()
     (scripts / "hermes-pacer").symlink_to(COMMAND)
-    local = {"ansible_connection": "local", "ansible_python_interpreter": "/usr/bin/python3"}
-    inventory = tmp_path / "hosts.yml"
-    hosts = {
-        "localhost": {**local, "hermes_pacer_scripts_dir": str(scripts), "hermes_pacer_status_etc": str(etc)},
-        "bare": {**local, "hermes_pacer_scripts_dir": str(tmp_path / "none")},
-        "down": {"ansible_host": "127.0.0.1", "ansible_port": 1, "ansible_connection": "ssh"},
-    }
-    inventory.write_text(json.dumps({"hermes_hosts": {"hosts": hosts}}))
-    env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "PATH": f"{BIN}:{os.environ['PATH']}"}
+    inventory = write_inventory(
+        tmp_path / "hosts.yml",
+        {
+            "localhost": {
+                **LOCAL_HOST,
+                "hermes_pacer_scripts_dir": str(scripts),
+                "hermes_pacer_status_etc": str(etc),
+            },
+            "bare": {**LOCAL_HOST, "hermes_pacer_scripts_dir": str(tmp_path / "none")},
+            "down": UNREACHABLE_HOST,
+        },
+    )
 
-    def invoke(*args):
-        return subprocess.run(
-            [str(BIN / "invoke"), "-r", str(REPO), "status", "--inventory", str(inventory), *args],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+    def status_of_inventory(*args):
+        return invoke("status", "--inventory", inventory, *args)
 
-    run = invoke()
+    run = status_of_inventory()
     assert run.returncode == 1, run.stdout + run.stderr
     lines = run.stdout.splitlines()
     assert re.match(r"hermes-pacer status of 3 host\(s\) at ", lines[0])
@@ -517,7 +512,7 @@ def test_tasks_status_shows_every_host_of_the_inventory(tmp_path):
     assert re.match(r"localhost\s+default\s+2\s+2\s+1\s+3\s+12m\s+\d+s\s+dispatched\s+gpu0 up 3/4", lines[4])
     assert lines[1].index("BOARD") == lines[4].index("default")
 
-    limited = invoke("--limit", "localhost", "--json")
+    limited = status_of_inventory("--limit", "localhost", "--json")
     assert limited.returncode == 0, limited.stdout + limited.stderr
     documents = json.loads(limited.stdout)
     assert list(documents) == ["localhost"] and documents["localhost"]["ok"] is True

@@ -40,10 +40,9 @@ def managed_cron_pacer(etc, env: dict[str, str], log, user: str) -> None:
         out.write(f"* * * * * {user} {script} --settings {path} >> {log} 2>&1\n")
 
 
-@pytest.fixture
-def paced(paced_host, tmp_path):
-    """The test home with a managed cron pacer in a private /etc, and one logged pass."""
-    etc = tmp_path / "etc"
+def with_a_logged_cron_pacer(paced_host, etc):
+    """The test home with a managed cron pacer of its board `default` (cap 2) in the private /etc
+    `etc`, and one logged pass; `paced_host.etc` is set."""
     log = paced_host.home / "log" / "kanban-dispatch-default.log"
     log.parent.mkdir()
     env = paced_host.pacer_env(BOARD="default", MAX_PARALLEL="2")
@@ -51,6 +50,13 @@ def paced(paced_host, tmp_path):
     with open(log, "w") as out:
         subprocess.run([str(CAPPED)], env=env, stdout=out, check=True)
     paced_host.etc = etc
+    return paced_host
+
+
+@pytest.fixture
+def paced(paced_host, tmp_path):
+    """The test home with a managed cron pacer in a private /etc, and one logged pass."""
+    with_a_logged_cron_pacer(paced_host, tmp_path / "etc")
     paced_host.processes = []
     yield paced_host
     for process in paced_host.processes:
