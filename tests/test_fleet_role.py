@@ -231,18 +231,35 @@ def test_a_fleet_removed_from_the_endpoint_leaves_no_fleet_settings(tmp_path):
     assert "fleet gpu_a_fleet" not in play.stdout
 
 
-def test_a_fleet_larger_than_the_cap_is_warned_about(tmp_path):
-    """Three hosts on an endpoint that serves 2: static shares of 1 each send it 3."""
-    hosts = [*HOSTS, "hermes-03"]
+@pytest.mark.parametrize(
+    ("hosts", "cap", "floors", "shares"),
+    [
+        # The remainder goes to the host that would get none: 2 + 1, the cap exactly.
+        (HOSTS, 3, [2, 0], ["2", "1"]),
+        # More hosts than the endpoint serves: 1 each is already over it.
+        ([*HOSTS, "hermes-03"], 2, [0, 0, 0], ["1", "1", "1"]),
+        # A floor of the whole cap leaves the other host nothing, and it still sends 1.
+        (HOSTS, 2, [2, 0], ["2", "1"]),
+    ],
+)
+def test_static_shares_fit_the_cap_or_are_warned_about(tmp_path, hosts, cap, floors, shares):
     for name in hosts:
         (tmp_path / name / "etc").mkdir(parents=True)
-    play = _converge(_inventory(tmp_path, GPU_A | {"max_parallel": 2, "kind": "ollama"}, hosts=hosts))
+    endpoint = GPU_A | {"max_parallel": cap, "kind": "ollama"}
+    own = {name: endpoint | {"min_share": floor} for name, floor in zip(hosts, floors, strict=True) if floor}
+    play = _converge(_inventory(tmp_path, endpoint, host_endpoints=own, hosts=hosts))
     assert play.returncode == 0, play.stdout[-3000:]
     text = " ".join(play.stdout.split())
-    assert "Static shares always (kind ollama reports no load): hermes-01 1, hermes-02 1, hermes-03 1" in text
-    assert f"WARNING: fleet {GROUP} has 3 hosts but gpu-a serves 2 at once (max_parallel)" in text
-    assert "they can send it 3" in text
-    assert [_values(tmp_path, name, "fleet")["PACER_FLEET_SHARE"] for name in hosts] == ["1", "1", "1"]
+    listed = ", ".join(f"{name} {share}" for name, share in zip(hosts, shares, strict=True))
+    assert f"Static shares always (kind ollama reports no load): {listed} of its {cap}" in text
+    assert [_values(tmp_path, name, "fleet")["PACER_FLEET_SHARE"] for name in hosts] == shares
+    total = sum(int(share) for share in shares)
+    warning = f"WARNING: the static shares of fleet {GROUP} ({len(hosts)} hosts, floors"
+    if total <= cap:
+        assert warning not in text
+        return
+    assert warning in text
+    assert f"add up to {total}, but gpu-a serves {cap} at once (max_parallel)" in text
 
 
 def test_the_example_inventorys_fleet_passes_preflight(tmp_path):
