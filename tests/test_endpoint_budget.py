@@ -101,6 +101,30 @@ def test_an_endpoint_that_is_down_gets_no_worker_then_a_ramp(shared, outage):
     assert shared.statuses().keys() == set(cards)
 
 
+def test_a_fleet_host_that_cannot_read_the_load_fills_only_its_floor(host, llm):
+    """A vLLM endpoint whose /metrics fails: in a fleet the host cannot tell what the other hosts
+    run, so it starts its floor (1) and not its static share (2), and says why."""
+    server = llm.start(hold=1.0, final_hold=6.0, flavour="vllm", metrics=False)
+    port = server.server_address[1]
+    host.configure(port, {"worker": port})
+    host.create_cards(3)
+    fleet = {
+        "PACER_FLEET": "gpu_fleet",
+        "PACER_FLEET_HOSTS": "2",
+        "PACER_FLEET_INDEX": "0",
+        "PACER_FLEET_SHARE": "2",
+        "PACER_FLEET_MIN_SHARE": "1",
+        "PACER_FLEET_RESERVE": "0",
+    }
+    env = _endpoint_env(server, 3, MAX_PARALLEL="3", **fleet)
+
+    first, second = (_records(host.capped(**env).stdout)[0] for _ in range(2))
+
+    assert first["reason"] == "dispatched" and len(first["spawned"]) == 1, first
+    assert "endpoint_load_unknown" in first["warning"] and first["fleet_mode"] == "sliced", first
+    assert not second.get("spawned") and "endpoint_load_unknown" in second["warning"], second
+
+
 def test_an_idle_board_looks_at_its_endpoint_once_a_minute(shared, tmp_path):
     env = _endpoint_env(shared.endpoint, 2, MAX_PARALLEL="2", PACER_LOCK_DIR=str(tmp_path / "locks"))
     state = tmp_path / "locks" / "endpoint-gpu.json"

@@ -85,6 +85,29 @@ def test_outside_the_window_only_the_own_floor():
     assert admit(2.0, ours=1, foreign=3, min_share=2).free == 0
 
 
+@pytest.mark.parametrize(
+    ("kind", "running", "unknown"),
+    [
+        ("vllm", None, True),
+        ("llamacpp", None, True),
+        ("vllm", 0, False),
+        ("openai", None, False),
+        ("ollama", None, False),
+    ],
+)
+def test_a_reporting_kind_without_a_count_is_a_load_unknown(kind, running, unknown):
+    assert fleet.load_unknown(kind, running) is unknown
+
+
+def test_with_the_load_unknown_only_the_own_floor_in_the_window_or_out():
+    inside = fleet.floor_only(member(share=3, min_share=2), ours=0, waiting=0, now=CYCLE + 12.0)
+    assert (inside.free, inside.mode, inside.inside, inside.opens_at) == (2, fleet.SLICED, True, None)
+    outside = fleet.floor_only(member(share=3, min_share=2), ours=1, waiting=0, now=CYCLE + 2.0)
+    assert (outside.free, outside.inside, outside.opens_at) == (1, False, CYCLE + 10.0)
+    assert fleet.floor_only(member(min_share=2), ours=0, waiting=1, now=CYCLE + 12.0).free == 0
+    assert fleet.floor_only(member(share=3), ours=0, waiting=0, now=CYCLE + 12.0).free == 0
+
+
 def test_without_a_reported_load_the_static_share_is_the_whole_budget():
     static = admit(2.0, reported=False, share=2)
     assert (static.free, static.mode, static.inside, static.opens_at) == (2, fleet.STATIC, True, None)

@@ -75,7 +75,7 @@ def _locked(
         started = time.monotonic()
         reading = endpoint.probe(url, kind, point.timeout)
         probe_ms = round((time.monotonic() - started) * 1000)
-        if reading.up and point.kind == "auto":
+        if reading.up and point.kind == "auto" and _remembered(point, reading.kind):
             state.kind = reading.kind
         status = _status(point, url, reading, probe_ms)
     else:
@@ -146,12 +146,24 @@ def _fleet(
     member = point.fleet
     reported = reading is not None and fleet.reports_load(reading.kind, reading.running)
     foreign = held.foreign if reported else 0  # static: the share is the host's whole budget
-    admission = fleet.admit(member, point.max_parallel, held.ours, foreign, held.waiting, now, reported)
+    if reading is not None and fleet.load_unknown(reading.kind, reading.running):
+        # Working to the static share now could add it to a cap the other hosts have filled.
+        passlog.warn(record, "endpoint_load_unknown")
+        admission = fleet.floor_only(member, held.ours, held.waiting, now)
+    else:
+        admission = fleet.admit(member, point.max_parallel, held.ours, foreign, held.waiting, now, reported)
     record.update(fleet=member.name, fleet_mode=admission.mode, fleet_slot=fleet.slot(member))
     if admission.opens_at is not None:
         record["fleet_next"] = fleet.seconds_until(admission.opens_at, now)
     # The ramp and the board shares work on what the fleet admits, as on the endpoint's free slots.
     return replace(held, foreign=foreign, free=admission.free), admission
+
+
+def _remembered(point: settings.Endpoint, kind: str) -> bool:
+    """Whether a kind `auto` found is kept for the next passes. In a fleet only one that reports its
+    load: a vLLM whose /metrics failed at the first look passes for a plain OpenAI server, and a
+    host kept on static shares by that would work beside hosts that slice."""
+    return point.fleet is None or kind not in fleet.UNREPORTED_KINDS
 
 
 def _status(point: settings.Endpoint, url: str, reading, probe_ms: int) -> dict:

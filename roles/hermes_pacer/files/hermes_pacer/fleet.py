@@ -9,7 +9,9 @@ first request before the next host's window opens, so that host sees it in the e
 A fleet of one host has no one to take turns with: its window is always open.
 
 While the endpoint reports no running count (Ollama, a plain OpenAI-compatible server, metrics
-switched off) no host can see the others' load: each works to its static share, at any time.
+switched off) no host can see the others' load: each works to its static share, at any time. An
+endpoint of a kind that reports its load but whose reading this pass has none (its /metrics failed)
+is not one of those: the host cannot tell what the others run, and fills only its own floor.
 """
 
 from __future__ import annotations
@@ -40,8 +42,9 @@ class Admission:
 
 
 def slot(fleet: Fleet) -> str:
-    """`i/n`, as the log line names the host's place."""
-    return f"{fleet.index}/{fleet.hosts}"
+    """`k/n`, the host's place as the log line names it: k counts from 1, as the converge, `status`
+    and `verify` say it (PACER_FLEET_INDEX counts from 0)."""
+    return f"{fleet.index + 1}/{fleet.hosts}"
 
 
 def window(now: float, fleet: Fleet) -> Window:
@@ -61,6 +64,19 @@ def seconds_until(opens_at: float, now: float) -> float:
     """The log's `fleet_next`: seconds until the window opens, rounded up to a tenth, so a pass a
     hair before it never reads as "opens in 0.0 s" while it admitted nothing."""
     return max(0.1, math.ceil(round((opens_at - now) * 10, 6)) / 10)
+
+
+def load_unknown(kind: str | None, running: int | None) -> bool:
+    """The endpoint is of a kind that reports its load, but this reading has no running count."""
+    return running is None and kind is not None and kind not in UNREPORTED_KINDS
+
+
+def floor_only(fleet: Fleet, ours: int, waiting: int, now: float) -> Admission:
+    """What a host may start while it cannot tell the endpoint's load: its own floor, which every
+    other host leaves free, and nothing while requests queue."""
+    current = window(now, fleet)
+    free = 0 if waiting else max(0, fleet.min_share - ours)
+    return Admission(free, SLICED, current.inside, None if current.inside else current.opens_at)
 
 
 def reports_load(kind: str | None, running: int | None) -> bool:

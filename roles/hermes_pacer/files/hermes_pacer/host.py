@@ -80,7 +80,7 @@ SETTINGS_KEYS: dict[str, Key] = {
     "PACER_ENDPOINT_TIMEOUT": Key("seconds one probe of the endpoint may take, 1-30"),
     "PACER_ENDPOINT_RAMP_SECONDS": Key("after an outage: one new worker a pass for this many seconds"),
     # A fleet: the hosts of an inventory group share the endpoint's cap (docs/fleet.md).
-    "PACER_FLEET": Key("the inventory group of hosts that share the endpoint (slug rule)"),
+    "PACER_FLEET": Key("the inventory group of hosts that share the endpoint (an inventory group name)"),
     "PACER_FLEET_HOSTS": Key("how many hosts the fleet has, 1-100"),
     "PACER_FLEET_INDEX": Key("this host's place in the fleet, 0 to PACER_FLEET_HOSTS-1"),
     "PACER_FLEET_SHARE": Key("this host's static share while the endpoint reports no load"),

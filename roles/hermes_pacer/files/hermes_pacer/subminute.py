@@ -38,8 +38,8 @@ WINDOW_MARGIN = 0.05
 
 @dataclass(frozen=True)
 class Next:
-    """What a pass leaves the loop to wait for: the workers whose end frees a slot, and the seconds
-    until the fleet host's window opens (None: not waiting for one)."""
+    """What a pass leaves the loop to wait for: the workers whose end frees a slot, and the Unix time
+    the fleet host's window opens (None: not waiting for one)."""
 
     pids: list[int] = field(default_factory=list)
     opens_at: float | None = None  # Unix time
