@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from ansible_run import LOCAL_HOST, UNREACHABLE_HOST, invoke, stub_verify_scripts, write_inventory
 from hermes_host import CAPPED, REPO
-from hermes_pacer import clock, fleet_report, host, settings
+from hermes_pacer import clock, fleet_report, host, settings, verify
 from test_verify import with_a_logged_cron_pacer
 
 VERIFY = REPO / "scripts" / "hermes-pacer-verify.sh"
@@ -221,6 +221,21 @@ def test_an_endpoint_that_does_not_answer_gives_why():
         port = sock.getsockname()[1]  # bound, not listening: refused
         item = clock.endpoint_offset("gpu-a", f"http://127.0.0.1:{port}/v1", "x", 1)
     assert item.offset_seconds is None and item.error == "connection refused"
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://h:abc/v1", "http://[::1/v1", "http://h:99999/v1", "http://[zz]/v1", "ftp://h/v1", "http:///v1"],
+)
+def test_a_malformed_endpoint_url_is_a_note_never_a_traceback(url):
+    """The URL may be the Hermes user's model.base_url: verify says why it read no offset."""
+    item = clock.endpoint_offset("gpu-a", url, url, 1)
+    assert (item.offset_seconds, item.error) == (None, clock.BAD_URL)
+    entry = _entry(0, 0, url=url) | {"url_from": "model.base_url"}
+    _, _, notes, seen = verify.fleet_clock([entry], "/proc", frozenset())
+    assert seen["endpoints"][0]["error"] == clock.BAD_URL
+    assert f"endpoint gpu-a ({url}) gave no Date: {clock.BAD_URL}; no clock offset read" in " ".join(notes)
+    assert "endpoint gpu-a: no Date (bad URL" in verify.render_clock(seen)
 
 
 def test_a_time_daemon_lookalike_of_the_hermes_user_is_no_service():
