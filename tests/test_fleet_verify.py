@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from ansible_run import LOCAL_HOST, UNREACHABLE_HOST, invoke, stub_verify_scripts, write_inventory
 from hermes_host import CAPPED, REPO
-from hermes_pacer import clock, fleet_report, host, settings, verify
+from hermes_pacer import clock, fleet_report, host, paths, settings, status, verify
 from test_verify import with_a_logged_cron_pacer
 
 VERIFY = REPO / "scripts" / "hermes-pacer-verify.sh"
@@ -263,6 +263,78 @@ def _comm(pid: str) -> str:
         return ""
 
 
+# --- the mode: the endpoint's status file, else the newest pass that logged one -----------------
+
+
+def _pass(stamp: str, reason: str, mode: str = "") -> dict[str, str]:
+    fleet = f" fleet=gpu_a_fleet fleet_mode={mode} fleet_slot=2/2" if mode else ""
+    return verify.parse_record(f"time={stamp} board=default endpoint=gpu-a{fleet} reason={reason} rc=0")
+
+
+LOGGED = [
+    _pass("2026-12-01T04:00:00Z", "dispatched", "sliced"),
+    _pass("2026-12-01T04:00:05Z", "fleet_slice", "static"),
+    _pass("2026-12-01T04:00:10Z", "no_ready"),  # an idle pass probes nothing and logs no mode
+    _pass("2026-12-01T04:00:15Z", "locked"),
+]
+
+
+def _pacer(state_dir: Path | None = None) -> paths.Pacer:
+    env = {"BOARD": "default", "PACER_ENDPOINT": "gpu-a"}
+    env |= {"PACER_STATE_DIR": str(state_dir)} if state_dir else {}
+    return paths.Pacer("default", "cron", env, "/etc/hermes-pacer/default.env")
+
+
+def _endpoint_status(state_dir: Path, when: float, static: object) -> Path:
+    document = {
+        "version": status.VERSION,
+        "endpoint": "gpu-a",
+        "time": when,
+        "up": True,
+        "ramp": False,
+        "detail": "",
+        "kind": "vllm",
+        **dict.fromkeys(("cap", "used", "foreign", "workers", "running", "waiting"), 0),
+        "fleet_static": static,
+    }
+    path = host.endpoint_status_file(state_dir, "gpu-a")
+    path.write_text(json.dumps(document))
+    return path
+
+
+def test_the_mode_is_the_newest_logged_when_the_last_pass_was_idle():
+    assert verify.fleet_mode([_pacer()], "gpu-a", [LOGGED]) == "static"
+    assert verify.fleet_mode([_pacer()], "gpu-a", [LOGGED[2:]]) == ""
+    assert verify.fleet_mode([_pacer()], "gpu-a", [[]]) == ""
+
+
+def test_the_mode_of_the_endpoints_status_file_wins_when_newer(tmp_path):
+    logged = verify._stamp(LOGGED[1])
+    _endpoint_status(tmp_path, logged + 60, False)
+    assert verify.fleet_mode([_pacer(tmp_path)], "gpu-a", [LOGGED]) == "sliced"
+    _endpoint_status(tmp_path, logged - 60, False)  # the log has a newer pass
+    assert verify.fleet_mode([_pacer(tmp_path)], "gpu-a", [LOGGED]) == "static"
+    _endpoint_status(tmp_path, logged + 60, True)
+    assert verify.fleet_mode([_pacer(tmp_path)], "gpu-a", [[]]) == "static"
+    _endpoint_status(tmp_path, logged + 60, None)  # the endpoint was down: no mode known then
+    assert verify.fleet_mode([_pacer(tmp_path)], "gpu-a", [LOGGED]) == "static"
+
+
+@pytest.mark.parametrize("hostile", ["not json", "a mode of another type", "too large", "a fifo"])
+def test_a_hostile_status_file_or_log_gives_no_mode(tmp_path, hostile):
+    """Both are the Hermes user's: a file status refuses says nothing, a logged mode is one of two."""
+    path = host.endpoint_status_file(tmp_path, "gpu-a")
+    if hostile == "a fifo":
+        os.mkfifo(path)  # never opened for a read that waits
+    elif hostile == "a mode of another type":
+        _endpoint_status(tmp_path, 2e9, "\x1b[31mstatic")
+    else:
+        path.write_bytes(b"x" * (status.STATUS_LIMIT + 1) if hostile == "too large" else b"{not json")
+    odd = [{**LOGGED[0], "fleet_mode": "\x1b[31msliced"}]
+    assert verify.fleet_mode([_pacer(tmp_path)], "gpu-a", [odd]) == ""
+    assert verify.fleet_mode([_pacer(tmp_path)], "gpu-a", [LOGGED]) == "static"
+
+
 # --- one host: a real `hermes-pacer verify` ------------------------------------------------------
 
 FLEET = {
@@ -317,9 +389,15 @@ def _verify(fleet_host) -> tuple[int, dict, str]:
 def test_a_fleet_host_reports_its_place_workers_and_clock(fleet_host):
     _in_fleet(fleet_host)
     fleet_host.create_cards(1)
-    with open(fleet_host.home / "log" / "kanban-dispatch-default.log", "a") as out:
-        env = fleet_host.pacer_env(BOARD="default", MAX_PARALLEL="2")
+    log = fleet_host.home / "log" / "kanban-dispatch-default.log"
+    with open(log, "a") as out:
+        env = fleet_host.pacer_env(
+            BOARD="default", MAX_PARALLEL="2", PACER_ENDPOINT_URL=fleet_host.url, **FLEET
+        )
         subprocess.run([str(CAPPED)], env=env, stdout=out, check=True)  # a worker lives for 9 s and more
+        subprocess.run([str(CAPPED)], env=env, stdout=out, check=True)  # nothing ready: an idle pass
+    *_, spawning, idle = map(verify.parse_record, log.read_text().splitlines())
+    assert spawning["fleet_mode"] in ("sliced", "static") and not idle["fleet_mode"], (spawning, idle)
     code, report, text = _verify(fleet_host)
 
     (entry,) = report["fleets"]
@@ -337,6 +415,7 @@ def test_a_fleet_host_reports_its_place_workers_and_clock(fleet_host):
     assert entry["workers"] == board["queue"]["workers"] == 1  # the pass's own count
     assert "fleet gpu_a_fleet: endpoint gpu-a (cap 2, " in text and "host 2/2, share 1, floor 1" in text
     assert "live workers 1 (boards default)" in text
+    assert entry["mode"] == spawning["fleet_mode"] and f"mode {entry['mode']}; live workers" in text
 
     (offset,) = report["clock"]["endpoints"]
     assert offset["endpoint"] == "gpu-a" and offset["error"] == ""
