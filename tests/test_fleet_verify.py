@@ -49,7 +49,6 @@ def _entry(index: int, workers: int, share: int = 1, url: str = URL, cap: int = 
         "boards": ["default"],
         "mode": "sliced",
         "workers": workers,
-        "occupied": workers,
     }
 
 

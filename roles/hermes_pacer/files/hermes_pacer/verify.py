@@ -541,8 +541,8 @@ def fleet_endpoints(
     pacers: list[paths.Pacer], reports: list[BoardReport], passes: dict[tuple[str, str], list[dict[str, str]]]
 ) -> tuple[list[dict], list[Check]]:
     """Each fleet endpoint of the host's Hermes roots as its boards' settings say, with the live
-    workers and occupied slots of its boards now (the counts of the board reports: workers.scan and
-    capacity.plan, as the pass counts them) and the mode its newest pass found (fleet_mode)."""
+    workers of its boards now (the board reports' count: workers.scan, as the pass counts them) and
+    the mode its newest pass found (fleet_mode)."""
     found: dict[tuple[str, str], dict] = {}
     checks: list[Check] = []
     for pacer in sorted(pacers, key=lambda p: (p.root, p.board)):
@@ -577,7 +577,7 @@ def fleet_endpoints(
         }
         key = (pacer.root, endpoint.name)
         if key not in found:
-            found[key] = entry | {"mode": "", "workers": 0, "occupied": 0}
+            found[key] = entry | {"mode": "", "workers": 0}
             continue
         differs = [name for name in FLEET_FIELDS if found[key][name] != entry[name]]
         if differs:
@@ -595,7 +595,6 @@ def fleet_endpoints(
         for report in reports:
             if report.root == root and report.board in entry["boards"]:
                 entry["workers"] += report.queue.get("workers", 0)
-                entry["occupied"] += report.queue.get("occupied", 0)
         boards = [pacer for pacer in pacers if pacer.root == root and pacer.board in entry["boards"]]
         entry["mode"] = fleet_mode(
             boards, entry["endpoint"], [passes.get((root, pacer.board), []) for pacer in boards]
