@@ -117,6 +117,28 @@ def test_a_host_that_calls_the_endpoint_outside_the_group_is_named():
     assert "s3cret" not in json.dumps(summary)
 
 
+def test_while_the_members_name_several_urls_a_host_calling_any_is_named():
+    """Each member's URL may be the endpoint's (the run fails on the disagreement): a host outside
+    the group that calls any of them is a stray, written however it is."""
+    other = "http://gpu-b.example.net:8000/v1"
+    documents = {
+        "a": _document(_entry(0, 0)),
+        "b": _document(_entry(1, 0, url=other)),
+        "c": _document(urls=("HTTP://GPU-B.example.net:8000/",)),
+        "d": _document(urls=("http://gpu-a.example.net:8000",)),
+        "e": _document(urls=("http://gpu-c.example.net:8000/v1",)),
+    }
+    (summary,) = fleet_report.fleets(documents, GROUPS)
+    assert not summary["ok"] and "name different URLs" in " ".join(summary["problems"])
+    assert [(s["host"], s["url"]) for s in summary["strays"]] == [
+        ("c", "http://gpu-b.example.net:8000"),
+        ("d", "http://gpu-a.example.net:8000"),
+    ]
+    assert "c calls the endpoint at http://gpu-b.example.net:8000 (model.base_url of " in (
+        " ".join(summary["warnings"])
+    )
+
+
 @pytest.mark.parametrize(
     ("one", "other"),
     [
