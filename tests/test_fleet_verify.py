@@ -5,8 +5,10 @@ call the endpoint without being in its group)."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
+import re
 import socket
 import subprocess
 import threading
@@ -16,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import yaml
 from ansible_run import LOCAL_HOST, UNREACHABLE_HOST, invoke, stub_verify_scripts, write_inventory
 from hermes_host import CAPPED, REPO
 from hermes_pacer import clock, fleet_report, host, paths, settings, status, verify
@@ -257,6 +260,14 @@ def test_a_malformed_endpoint_url_is_a_note_never_a_traceback(url):
     assert seen["endpoints"][0]["error"] == clock.BAD_URL
     assert f"endpoint gpu-a ({url}) gave no Date: {clock.BAD_URL}; no clock offset read" in " ".join(notes)
     assert "endpoint gpu-a: no Date (bad URL" in verify.render_clock(seen)
+
+
+def test_the_role_and_verify_accept_the_same_time_sync_services():
+    """The role's preflight and `verify` look for the same process names."""
+    tasks = yaml.safe_load((REPO / "roles" / "hermes_pacer" / "tasks" / "preflight-fleet.yml").read_text())
+    (task,) = [task for task in tasks if task.get("name") == "Check that a time sync service runs"]
+    (listed,) = re.findall(r"selectattr\('1', 'in', (\[[^]]*\])\)", task["vars"]["services"])
+    assert sorted(ast.literal_eval(listed)) == sorted(clock.SERVICES)
 
 
 def test_a_time_daemon_lookalike_of_the_hermes_user_is_no_service():
