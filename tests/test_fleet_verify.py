@@ -5,8 +5,10 @@ call the endpoint without being in its group)."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
+import re
 import socket
 import subprocess
 import threading
@@ -16,9 +18,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import yaml
 from ansible_run import LOCAL_HOST, UNREACHABLE_HOST, invoke, stub_verify_scripts, write_inventory
 from hermes_host import CAPPED, REPO
-from hermes_pacer import clock, fleet_report, host, settings
+from hermes_pacer import clock, fleet_report, host, paths, settings, status, verify
 from test_verify import with_a_logged_cron_pacer
 
 VERIFY = REPO / "scripts" / "hermes-pacer-verify.sh"
@@ -49,7 +52,6 @@ def _entry(index: int, workers: int, share: int = 1, url: str = URL, cap: int = 
         "boards": ["default"],
         "mode": "sliced",
         "workers": workers,
-        "occupied": workers,
     }
 
 
@@ -116,6 +118,28 @@ def test_a_host_that_calls_the_endpoint_outside_the_group_is_named():
         in (" ".join(summary["warnings"]))
     )
     assert "s3cret" not in json.dumps(summary)
+
+
+def test_while_the_members_name_several_urls_a_host_calling_any_is_named():
+    """Each member's URL may be the endpoint's (the run fails on the disagreement): a host outside
+    the group that calls any of them is a stray, written however it is."""
+    other = "http://gpu-b.example.net:8000/v1"
+    documents = {
+        "a": _document(_entry(0, 0)),
+        "b": _document(_entry(1, 0, url=other)),
+        "c": _document(urls=("HTTP://GPU-B.example.net:8000/",)),
+        "d": _document(urls=("http://gpu-a.example.net:8000",)),
+        "e": _document(urls=("http://gpu-c.example.net:8000/v1",)),
+    }
+    (summary,) = fleet_report.fleets(documents, GROUPS)
+    assert not summary["ok"] and "name different URLs" in " ".join(summary["problems"])
+    assert [(s["host"], s["url"]) for s in summary["strays"]] == [
+        ("c", "http://gpu-b.example.net:8000"),
+        ("d", "http://gpu-a.example.net:8000"),
+    ]
+    assert "c calls the endpoint at http://gpu-b.example.net:8000 (model.base_url of " in (
+        " ".join(summary["warnings"])
+    )
 
 
 @pytest.mark.parametrize(
@@ -223,6 +247,29 @@ def test_an_endpoint_that_does_not_answer_gives_why():
     assert item.offset_seconds is None and item.error == "connection refused"
 
 
+@pytest.mark.parametrize(
+    "url",
+    ["http://h:abc/v1", "http://[::1/v1", "http://h:99999/v1", "http://[zz]/v1", "ftp://h/v1", "http:///v1"],
+)
+def test_a_malformed_endpoint_url_is_a_note_never_a_traceback(url):
+    """The URL may be the Hermes user's model.base_url: verify says why it read no offset."""
+    item = clock.endpoint_offset("gpu-a", url, url, 1)
+    assert (item.offset_seconds, item.error) == (None, clock.BAD_URL)
+    entry = _entry(0, 0, url=url) | {"url_from": "model.base_url"}
+    _, _, notes, seen = verify.fleet_clock([entry], "/proc", frozenset())
+    assert seen["endpoints"][0]["error"] == clock.BAD_URL
+    assert f"endpoint gpu-a ({url}) gave no Date: {clock.BAD_URL}; no clock offset read" in " ".join(notes)
+    assert "endpoint gpu-a: no Date (bad URL" in verify.render_clock(seen)
+
+
+def test_the_role_and_verify_accept_the_same_time_sync_services():
+    """The role's preflight and `verify` look for the same process names."""
+    tasks = yaml.safe_load((REPO / "roles" / "hermes_pacer" / "tasks" / "preflight-fleet.yml").read_text())
+    (task,) = [task for task in tasks if task.get("name") == "Check that a time sync service runs"]
+    (listed,) = re.findall(r"selectattr\('1', 'in', (\[[^]]*\])\)", task["vars"]["services"])
+    assert sorted(ast.literal_eval(listed)) == sorted(clock.SERVICES)
+
+
 def test_a_time_daemon_lookalike_of_the_hermes_user_is_no_service():
     """Any user can name a process chronyd: one of the Hermes user's uid does not count."""
     rename = "import ctypes, time; ctypes.CDLL(None).prctl(15, b'chronyd', 0, 0, 0); time.sleep(60)"
@@ -246,6 +293,78 @@ def _comm(pid: str) -> str:
         return Path(f"/proc/{pid}/comm").read_text().strip()
     except OSError:
         return ""
+
+
+# --- the mode: the endpoint's status file, else the newest pass that logged one -----------------
+
+
+def _pass(stamp: str, reason: str, mode: str = "") -> dict[str, str]:
+    fleet = f" fleet=gpu_a_fleet fleet_mode={mode} fleet_slot=2/2" if mode else ""
+    return verify.parse_record(f"time={stamp} board=default endpoint=gpu-a{fleet} reason={reason} rc=0")
+
+
+LOGGED = [
+    _pass("2026-12-01T04:00:00Z", "dispatched", "sliced"),
+    _pass("2026-12-01T04:00:05Z", "fleet_slice", "static"),
+    _pass("2026-12-01T04:00:10Z", "no_ready"),  # an idle pass probes nothing and logs no mode
+    _pass("2026-12-01T04:00:15Z", "locked"),
+]
+
+
+def _pacer(state_dir: Path | None = None) -> paths.Pacer:
+    env = {"BOARD": "default", "PACER_ENDPOINT": "gpu-a"}
+    env |= {"PACER_STATE_DIR": str(state_dir)} if state_dir else {}
+    return paths.Pacer("default", "cron", env, "/etc/hermes-pacer/default.env")
+
+
+def _endpoint_status(state_dir: Path, when: float, static: object) -> Path:
+    document = {
+        "version": status.VERSION,
+        "endpoint": "gpu-a",
+        "time": when,
+        "up": True,
+        "ramp": False,
+        "detail": "",
+        "kind": "vllm",
+        **dict.fromkeys(("cap", "used", "foreign", "workers", "running", "waiting"), 0),
+        "fleet_static": static,
+    }
+    path = host.endpoint_status_file(state_dir, "gpu-a")
+    path.write_text(json.dumps(document))
+    return path
+
+
+def test_the_mode_is_the_newest_logged_when_the_last_pass_was_idle():
+    assert verify.fleet_mode([_pacer()], "gpu-a", [LOGGED]) == "static"
+    assert verify.fleet_mode([_pacer()], "gpu-a", [LOGGED[2:]]) == ""
+    assert verify.fleet_mode([_pacer()], "gpu-a", [[]]) == ""
+
+
+def test_the_mode_of_the_endpoints_status_file_wins_when_newer(tmp_path):
+    logged = verify._stamp(LOGGED[1])
+    _endpoint_status(tmp_path, logged + 60, False)
+    assert verify.fleet_mode([_pacer(tmp_path)], "gpu-a", [LOGGED]) == "sliced"
+    _endpoint_status(tmp_path, logged - 60, False)  # the log has a newer pass
+    assert verify.fleet_mode([_pacer(tmp_path)], "gpu-a", [LOGGED]) == "static"
+    _endpoint_status(tmp_path, logged + 60, True)
+    assert verify.fleet_mode([_pacer(tmp_path)], "gpu-a", [[]]) == "static"
+    _endpoint_status(tmp_path, logged + 60, None)  # the endpoint was down: no mode known then
+    assert verify.fleet_mode([_pacer(tmp_path)], "gpu-a", [LOGGED]) == "static"
+
+
+@pytest.mark.parametrize("hostile", ["not json", "a mode of another type", "too large", "a fifo"])
+def test_a_hostile_status_file_or_log_gives_no_mode(tmp_path, hostile):
+    """Both are the Hermes user's: a file status refuses says nothing, a logged mode is one of two."""
+    path = host.endpoint_status_file(tmp_path, "gpu-a")
+    if hostile == "a fifo":
+        os.mkfifo(path)  # never opened for a read that waits
+    elif hostile == "a mode of another type":
+        _endpoint_status(tmp_path, 2e9, "\x1b[31mstatic")
+    else:
+        path.write_bytes(b"x" * (status.STATUS_LIMIT + 1) if hostile == "too large" else b"{not json")
+    odd = [{**LOGGED[0], "fleet_mode": "\x1b[31msliced"}]
+    assert verify.fleet_mode([_pacer(tmp_path)], "gpu-a", [odd]) == ""
+    assert verify.fleet_mode([_pacer(tmp_path)], "gpu-a", [LOGGED]) == "static"
 
 
 # --- one host: a real `hermes-pacer verify` ------------------------------------------------------
@@ -302,9 +421,15 @@ def _verify(fleet_host) -> tuple[int, dict, str]:
 def test_a_fleet_host_reports_its_place_workers_and_clock(fleet_host):
     _in_fleet(fleet_host)
     fleet_host.create_cards(1)
-    with open(fleet_host.home / "log" / "kanban-dispatch-default.log", "a") as out:
-        env = fleet_host.pacer_env(BOARD="default", MAX_PARALLEL="2")
+    log = fleet_host.home / "log" / "kanban-dispatch-default.log"
+    with open(log, "a") as out:
+        env = fleet_host.pacer_env(
+            BOARD="default", MAX_PARALLEL="2", PACER_ENDPOINT_URL=fleet_host.url, **FLEET
+        )
         subprocess.run([str(CAPPED)], env=env, stdout=out, check=True)  # a worker lives for 9 s and more
+        subprocess.run([str(CAPPED)], env=env, stdout=out, check=True)  # nothing ready: an idle pass
+    *_, spawning, idle = map(verify.parse_record, log.read_text().splitlines())
+    assert spawning["fleet_mode"] in ("sliced", "static") and not idle["fleet_mode"], (spawning, idle)
     code, report, text = _verify(fleet_host)
 
     (entry,) = report["fleets"]
@@ -322,6 +447,7 @@ def test_a_fleet_host_reports_its_place_workers_and_clock(fleet_host):
     assert entry["workers"] == board["queue"]["workers"] == 1  # the pass's own count
     assert "fleet gpu_a_fleet: endpoint gpu-a (cap 2, " in text and "host 2/2, share 1, floor 1" in text
     assert "live workers 1 (boards default)" in text
+    assert entry["mode"] == spawning["fleet_mode"] and f"mode {entry['mode']}; live workers" in text
 
     (offset,) = report["clock"]["endpoints"]
     assert offset["endpoint"] == "gpu-a" and offset["error"] == ""

@@ -11,6 +11,8 @@ system's own directories only, never on a PATH the Hermes user could have shaped
 timeout. The endpoint's answer is read up to the end of its headers, bounded in bytes and time;
 no credentials are sent (any answer has a Date). Its URL may come from the Hermes user's
 model.base_url, as the pass reads it: that user's own passes make the same request every minute.
+A URL that does not parse (a port of letters, an unclosed [) is a reason for no offset, as the
+pass's probe takes it for a bad URL, never an exception.
 """
 
 from __future__ import annotations
@@ -138,31 +140,43 @@ class NoDate(Exception):
     """The endpoint gave no Date header: the message says why."""
 
 
-def _connect(url: str, timeout: float) -> socket.socket:
-    parts = urlsplit(url)
+# Fixed words, as the pass's probe says it: the URL may be the Hermes user's, and is shown beside.
+BAD_URL = "bad URL: needs http(s)://, a host, a numeric port"
+
+
+def _target(url: str) -> tuple[str, str, int | None, str]:
+    """(scheme, host, port as written or None, the server root's path) of a base URL; NoDate when it
+    is not an http(s) URL with a host and a numeric port (an unclosed [, a port of letters)."""
+    try:
+        parts = urlsplit(endpoints.root_url(url))
+        port = parts.port
+    except ValueError:
+        raise NoDate(BAD_URL) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise NoDate("the URL needs http:// or https:// and a host")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    sock = socket.create_connection((parts.hostname, port), timeout=timeout)
-    if parts.scheme == "https":
-        return ssl.create_default_context().wrap_socket(sock, server_hostname=parts.hostname)
+        raise NoDate(BAD_URL)
+    return parts.scheme, parts.hostname, port, parts.path
+
+
+def _connect(scheme: str, host: str, port: int | None, timeout: float) -> socket.socket:
+    sock = socket.create_connection((host, port or (443 if scheme == "https" else 80)), timeout=timeout)
+    if scheme == "https":
+        return ssl.create_default_context().wrap_socket(sock, server_hostname=host)
     return sock
 
 
 def endpoint_date(url: str, timeout: float) -> tuple[float, float, float]:
     """(the endpoint's Date, when our request went, when its answer began), all epoch seconds, from
     one GET of {root}/v1/models (any answer has a Date, even 401 or 404). NoDate says why not."""
-    parts = urlsplit(endpoints.root_url(url))
+    scheme, host, port, path = _target(url)
     deadline = time.monotonic() + timeout
-    host = parts.hostname or ""
     netloc = f"[{host}]" if ":" in host else host
-    netloc += f":{parts.port}" if parts.port else ""
+    netloc += f":{port}" if port else ""
     request = (
-        f"GET {parts.path.rstrip('/')}/v1/models HTTP/1.1\r\nHost: {netloc}\r\n"
+        f"GET {path.rstrip('/')}/v1/models HTTP/1.1\r\nHost: {netloc}\r\n"
         "User-Agent: hermes-pacer\r\nAccept: */*\r\nConnection: close\r\n\r\n"
     ).encode("ascii", "replace")
     try:
-        with _connect(url, timeout) as sock:
+        with _connect(scheme, host, port, timeout) as sock:
             sent = time.time()
             sock.sendall(request)
             head, began = b"", None
@@ -176,8 +190,6 @@ def endpoint_date(url: str, timeout: float) -> tuple[float, float, float]:
                     break
                 began = began or time.time()
                 head += chunk
-    except NoDate:
-        raise
     except Exception as error:  # every failure is a finding, never a traceback
         raise NoDate(endpoints._failure(error)) from None
     if began is None:

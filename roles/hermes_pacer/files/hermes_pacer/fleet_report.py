@@ -58,15 +58,17 @@ def _missing(
     return missing
 
 
-def _strays(url: str, members: set[str], documents: dict[str, dict]) -> list[dict]:
-    """Hosts of the run whose boards or Hermes homes call `url` without being members."""
+def _strays(urls: list[str], members: set[str], documents: dict[str, dict]) -> list[dict]:
+    """Hosts of the run whose boards or Hermes homes call any of `urls` (normal_url's) without
+    being members: while the members disagree on the URL, each of theirs may be the endpoint's."""
     strays = []
     for name, document in sorted(documents.items()):
         if name in members:
             continue
         for item in document.get("endpoint_urls") or []:
-            if normal_url(item.get("url", "")) == url:
-                strays.append({"host": name, "where": item.get("where", "")})
+            url = normal_url(item.get("url", ""))
+            if url in urls:
+                strays.append({"host": name, "where": item.get("where", ""), "url": url})
     return strays
 
 
@@ -125,12 +127,13 @@ def fleets(documents: dict[str, dict], groups: dict[str, list[str]] | None = Non
                 f"the static shares add up to {shares}, over the cap of {cap}: while the endpoint "
                 "reports no load the fleet may run that many (a group larger than the cap)"
             )
-        strays = _strays(urls[0], members, documents) if urls else []
-        warnings += [
-            f"{stray['host']} calls the endpoint ({stray['where']}) but is not in group {fleet}: "
-            f"add it to the inventory group {fleet} and run site.yml, or its workers are outside the cap"
-            for stray in strays
-        ]
+        strays = _strays(urls, members, documents)
+        for stray in strays:
+            at = f" at {stray['url']}" if len(urls) > 1 else ""  # the members name several
+            warnings.append(
+                f"{stray['host']} calls the endpoint{at} ({stray['where']}) but is not in group {fleet}: "
+                f"add it to the inventory group {fleet} and run site.yml, or its workers are outside the cap"
+            )
         missing = _missing(group, {name for name, _ in reported}, documents, endpoint)
         if group is None:
             warnings.append(

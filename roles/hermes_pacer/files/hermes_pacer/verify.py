@@ -33,8 +33,10 @@ from . import (
     paths,
     safefile,
     settings,
+    status,
     workers,
 )
+from .fleet import SLICED, STATIC
 from .settings import url_without_credentials
 
 LOG_TAIL_BYTES = 64 * 1024
@@ -192,8 +194,8 @@ def holding(records: list[dict[str, str]], now: float, cadence: float) -> str:
 
 def _pacer_report(
     pacer: paths.Pacer, now: float, report: BoardReport, checks: list[Check]
-) -> dict[str, str] | None:
-    """Adds the pacer's path and problems to the report; its last pass record, if any."""
+) -> list[dict[str, str]]:
+    """Adds the pacer's path and problems to the report; its pass records read, oldest first."""
     detail = f"{pacer.scheduler} ({pacer.source}), cap {pacer.cap}"
     try:
         where, records = recent_passes(pacer)
@@ -201,7 +203,7 @@ def _pacer_report(
         report.problems.append(f"the managed pacer's passes cannot be read: {exc}")
         checks.append(Check(f"log of board {pacer.board}", False, str(exc), _log_fix(pacer)))
         report.paths.append({"kind": "pacer", "detail": detail})
-        return None
+        return []
     age, problem = judge_passes(records, now, pacer.cadence_seconds)
     stale = max(3 * pacer.cadence_seconds, 90.0)
     if age is None:
@@ -219,7 +221,7 @@ def _pacer_report(
     if held:
         detail += f"; nothing dispatched: {held}"
     report.paths.append({"kind": "pacer", "detail": detail})
-    return records[-1] if records else None
+    return records
 
 
 def _log_fix(pacer: paths.Pacer) -> str:
@@ -506,12 +508,41 @@ def _endpoint_warnings(root: Path, pacers: list[paths.Pacer]) -> list[str]:
 # --- a fleet: hosts that share the endpoint's cap (docs/fleet.md) ----------------------------------
 
 
+def fleet_mode(pacers: list[paths.Pacer], endpoint: str, passes: list[list[dict[str, str]]]) -> str:
+    """The mode (sliced or static) of the endpoint's newest pass that found one: the endpoint's
+    status file (each board's PACER_STATE_DIR), which a pass that probed the endpoint leaves and an
+    idle or locked pass does not touch, or the newest record of its boards' logs that names one; ""
+    when neither says. Both are the Hermes user's: the file is read as `status` reads it (safefile,
+    every field type-checked, a refused file says nothing), and only the two modes are taken."""
+    found: list[tuple[float, str]] = []
+    directories = set()
+    for pacer in pacers:
+        try:
+            directories.add(settings.output_dir(pacer.env, "PACER_STATE_DIR"))
+        except settings.SettingError:
+            continue
+    for directory in sorted(directories - {None}):
+        path = host.endpoint_status_file(directory, endpoint)
+        try:
+            document = status.read_status(path, str(path))
+            seen = status.endpoint_status(document, endpoint) if document is not None else None
+        except status.Unreadable:
+            continue
+        if seen is not None and seen["fleet_static"] is not None:
+            found.append((seen["time"], STATIC if seen["fleet_static"] else SLICED))
+    for records in passes:
+        logged = [r for r in records if r.get("fleet_mode") in (SLICED, STATIC)]
+        if logged:
+            found.append((_stamp(logged[-1]) or 0.0, logged[-1]["fleet_mode"]))
+    return max(found)[1] if found else ""
+
+
 def fleet_endpoints(
-    pacers: list[paths.Pacer], reports: list[BoardReport], last_passes: dict[tuple[str, str], dict[str, str]]
+    pacers: list[paths.Pacer], reports: list[BoardReport], passes: dict[tuple[str, str], list[dict[str, str]]]
 ) -> tuple[list[dict], list[Check]]:
     """Each fleet endpoint of the host's Hermes roots as its boards' settings say, with the live
-    workers and occupied slots of its boards now (the counts of the board reports: workers.scan and
-    capacity.plan, as the pass counts them) and the mode its last pass logged."""
+    workers of its boards now (the board reports' count: workers.scan, as the pass counts them) and
+    the mode its newest pass found (fleet_mode)."""
     found: dict[tuple[str, str], dict] = {}
     checks: list[Check] = []
     for pacer in sorted(pacers, key=lambda p: (p.root, p.board)):
@@ -546,7 +577,7 @@ def fleet_endpoints(
         }
         key = (pacer.root, endpoint.name)
         if key not in found:
-            found[key] = entry | {"mode": "", "workers": 0, "occupied": 0}
+            found[key] = entry | {"mode": "", "workers": 0}
             continue
         differs = [name for name in FLEET_FIELDS if found[key][name] != entry[name]]
         if differs:
@@ -564,9 +595,10 @@ def fleet_endpoints(
         for report in reports:
             if report.root == root and report.board in entry["boards"]:
                 entry["workers"] += report.queue.get("workers", 0)
-                entry["occupied"] += report.queue.get("occupied", 0)
-                mode = last_passes.get((root, report.board), {}).get("fleet_mode", "")
-                entry["mode"] = entry["mode"] or mode
+        boards = [pacer for pacer in pacers if pacer.root == root and pacer.board in entry["boards"]]
+        entry["mode"] = fleet_mode(
+            boards, entry["endpoint"], [passes.get((root, pacer.board), []) for pacer in boards]
+        )
     return list(found.values()), checks
 
 
@@ -711,12 +743,12 @@ def render_clock(seen: dict) -> str:
 
 def _board_report(
     key: str, slug: str, pacer: paths.Pacer | None, found: list[paths.DispatchPath], now: float
-) -> tuple[BoardReport, list[Check], dict[str, str] | None]:
+) -> tuple[BoardReport, list[Check], list[dict[str, str]]]:
     checks: list[Check] = []
-    last = None
+    records: list[dict[str, str]] = []
     report = BoardReport(slug, key, pacer.cap if pacer else None, endpoint=_endpoint(pacer) if pacer else {})
     if pacer and not pacer.problem:
-        last = _pacer_report(pacer, now, report, checks)
+        records = _pacer_report(pacer, now, report, checks)
     elif pacer:
         report.problems.append(f"the managed pacer of {pacer.source} does not run: {pacer.problem}")
     for item in found:
@@ -735,7 +767,7 @@ def _board_report(
             "managed pacer, stop the others (site.yml turns the gateway dispatcher off "
             "and adopts cron lines; stop `hermes kanban daemon`)"
         )
-    return report, checks, last
+    return report, checks, records
 
 
 def run(
@@ -762,14 +794,14 @@ def run(
 
     lookalikes = worker_lookalikes(proc)
     reports, checks, warnings = [], [], []
-    last_passes: dict[tuple[str, str], dict[str, str]] = {}
+    passes: dict[tuple[str, str], list[dict[str, str]]] = {}
     for key, root in sorted(roots.items()):
         checks += _config_checks(root)
         home_paths = others + paths.hermes_cron_jobs(root, refused)
         for slug in sorted(set(_boards_on_disk(root)) | {board for home, board in pacers if home == key}):
-            report, board_checks, last = _board_report(key, slug, pacers.get((key, slug)), home_paths, now)
-            if last:
-                last_passes[(key, slug)] = last
+            report, board_checks, passes[(key, slug)] = _board_report(
+                key, slug, pacers.get((key, slug)), home_paths, now
+            )
             report.queue, queue_problems = _queue(root, slug, report.cap, proc)
             report.problems += queue_problems
             if report.queue:  # the board was opened the safe way: SQLite may read it
@@ -796,7 +828,7 @@ def run(
         for found in others
         if found.board != "*" and not host.SLUG.match(found.board)
     ]
-    fleets, fleet_checks = fleet_endpoints(list(pacers.values()), reports, last_passes)
+    fleets, fleet_checks = fleet_endpoints(list(pacers.values()), reports, passes)
     checks += fleet_checks
     notes: list[str] = []
     document: dict = {}
