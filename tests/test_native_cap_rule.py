@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import grp
 import importlib.util
+import json
 import os
 import pwd
 import sys
@@ -173,4 +174,47 @@ def test_caps_left_to_the_operator_stay_as_they_are(tmp_path, homes):
         "max_in_progress": 2,
         "max_spawn": 3,
         "failure_limit": 2,
+    }
+
+
+# Keys 0.20 and 0.21 read that 0.19 does not (vars/main.yml); auto_subscribe_on_create is read since
+# 0.17. With hermes_pacer_remove_unknown_kanban_keys on, a release keeps every key it reads.
+NEWER = {
+    "review_dispatch": False,
+    "reconcile_orphans": False,
+    "done_sub_retention_days": 7,
+    "notify_in_gateway": False,
+    "dispatch_profiles": ["coder"],
+}
+
+
+def with_newer_keys(root):
+    keys = {**NEWER, "auto_subscribe_on_create": False, "no_such_key": 1}
+    (root / "config.yaml").write_text(
+        BEFORE + "".join(f"  {key}: {json.dumps(value)}\n" for key, value in keys.items())
+    )
+
+
+def test_hermes_0_21_keeps_the_keys_it_reads_when_unknown_ones_are_removed(tmp_path, homes):
+    root, _ = homes
+    with_newer_keys(root)
+    assert converge(tmp_path, homes, "0.21.3", hermes_pacer_remove_unknown_kanban_keys=True) > 0
+    assert kanban(root) == {
+        "dispatch_in_gateway": False,
+        "max_in_progress": 7,
+        "failure_limit": 2,
+        **NEWER,
+        "auto_subscribe_on_create": False,
+    }
+    assert converge(tmp_path, homes, "0.21.3", hermes_pacer_remove_unknown_kanban_keys=True) == 0
+
+
+def test_hermes_0_19_removes_the_keys_only_later_releases_read(tmp_path, homes):
+    root, _ = homes
+    with_newer_keys(root)
+    converge(tmp_path, homes, "0.19.0", hermes_pacer_remove_unknown_kanban_keys=True)
+    assert kanban(root) == {
+        "dispatch_in_gateway": False,
+        "failure_limit": 2,
+        "auto_subscribe_on_create": False,
     }
