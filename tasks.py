@@ -352,6 +352,7 @@ def verify(c, inventory="", limit="", hosts="hermes_hosts", json=False):
 
     sys.path.insert(0, str(REPO / "pacer"))
     from hermes_pacer import fleet_report
+    from hermes_pacer.terminal import clean
     from hermes_pacer.verify import render
 
     options = _inventory_options(inventory, limit) + f" -e hermes_pacer_hosts={shlex.quote(hosts)}"
@@ -362,7 +363,7 @@ def verify(c, inventory="", limit="", hosts="hermes_hosts", json=False):
     else:
         for host, report in sorted(reports.items()):
             print(f"== {host}")
-            print(report.get("error") or render(report))
+            print(clean(report["error"]) if report.get("error") else render(report))
         if fleets:
             print(fleet_report.render(fleets))
     if not reports or not all(report.get("ok") for report in reports.values()):

@@ -416,7 +416,7 @@ def test_bad_fleet_input_stops_site_yml_before_any_change(bad_play, case):
 
 
 def _time_sync_runs() -> bool:
-    names = {"systemd-timesyn", "chronyd", "ntpd", "openntpd"}
+    names = {"systemd-timesyn", "chronyd", "ntpd", "ntpsec", "openntpd"}
     for status in Path("/proc").glob("[0-9]*/status"):
         try:
             if status.read_text().split("\n", 1)[0].split()[-1] in names:

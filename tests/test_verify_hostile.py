@@ -16,7 +16,7 @@ import time
 
 import pytest
 from hermes_host import CAPPED, REPO
-from hermes_pacer import paths, verify
+from hermes_pacer import fleet_report, paths, verify
 from test_verify import managed_cron_pacer
 
 VERIFY = REPO / "scripts" / "hermes-pacer-verify.sh"
@@ -383,3 +383,34 @@ def test_a_board_held_on_purpose_is_said_without_failing():
     paused = [{"time": stamp(now - 300 + 5 * i), "reason": "paused", "rc": "0"} for i in range(60)]
     assert verify.holding(paused, now, 5.0).startswith("an ESTOP pauses it")
     assert verify.holding([*down, {"time": stamp(now), "reason": "dispatched", "rc": "0"}], now, 5.0) == ""
+
+
+ESCAPES = "\x1b[2J\x1b]0;owned\x07\rline\u202etxt"
+
+
+def test_what_the_hermes_user_wrote_reaches_the_terminal_as_text():
+    """A URL from its config.yaml, a board's path: verify's and the fleet summary's lines show an
+    escape sequence as text, never as one."""
+    report = {
+        "ok": False,
+        "boards": [],
+        "checks": [{"name": "config", "ok": False, "detail": f"model.base_url {ESCAPES}", "fix": ""}],
+        "warnings": [f"http://gpu{ESCAPES}/v1 is no endpoint of the boards"],
+        "notes": [],
+    }
+    fleet = {
+        "fleet": "gpu_fleet",
+        "endpoint": "gpu",
+        "url": f"http://gpu{ESCAPES}/v1",
+        "ok": True,
+        "workers": 0,
+        "cap": 2,
+        "shares": 2,
+        "hosts": [],
+        "missing": [],
+        "problems": [],
+        "warnings": [],
+    }
+    for text in (verify.render(report), fleet_report.render([fleet])):
+        assert "\x1b" not in text and "\r" not in text and "\u202e" not in text, text
+        assert r"\x1b[2J\x1b]0;owned\x07\x0dline\u202etxt" in text

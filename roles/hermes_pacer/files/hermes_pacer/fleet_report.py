@@ -11,6 +11,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from .settings import url_without_credentials
+from .terminal import clean
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -125,7 +126,8 @@ def fleets(documents: dict[str, dict], groups: dict[str, list[str]] | None = Non
         if shares > cap:
             warnings.append(
                 f"the static shares add up to {shares}, over the cap of {cap}: while the endpoint "
-                "reports no load the fleet may run that many (a group larger than the cap)"
+                "reports no load the fleet may run that many (more hosts than the cap, or floors that leave "
+                "a host nothing)"
             )
         strays = _strays(urls, members, documents)
         for stray in strays:
@@ -175,4 +177,5 @@ def render(summaries: list[dict]) -> str:
         lines += [f"  missing {item['host']}: {item['why']}" for item in summary["missing"]]
         lines += [f"  PROBLEM: {problem}" for problem in summary["problems"]]
         lines += [f"  WARNING {warning}" for warning in summary["warnings"]]
-    return "\n".join(lines)
+    # Host names, URLs and modes come from the hosts' reports: each line shown as text.
+    return "\n".join(clean(line) for line in lines)

@@ -19,10 +19,10 @@ import signal
 import socket
 import sys
 import time
-import unicodedata
 from pathlib import Path
 
 from . import host, safefile, settings
+from .terminal import clean
 
 STATUS_LIMIT = 64 * 1024
 VERSION = 1  # of the status files this reader knows, and of the document `--json` prints
@@ -42,21 +42,6 @@ class Unreadable(ValueError):
 
 
 # --- showing hostile strings ------------------------------------------------------------------
-
-
-def clean(text: object, width: int | None = None) -> str:
-    """`text` as it may reach a terminal: control, format and separator characters (an escape
-    sequence, a carriage return, a right-to-left override) escaped as \\xNN or \\uNNNN; cut to
-    `width` characters with an ellipsis."""
-    out = []
-    for char in str(text):
-        if unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp"):
-            code = ord(char)
-            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
-        else:
-            out.append(char)
-    shown = "".join(out)
-    return shown if width is None or len(shown) <= width else shown[: width - 1] + "…"
 
 
 # --- strict parsing -----------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from . import (
 )
 from .fleet import SLICED, STATIC
 from .settings import url_without_credentials
+from .terminal import clean
 
 LOG_TAIL_BYTES = 64 * 1024
 JOURNAL_LINES = 200
@@ -887,4 +888,5 @@ def render(report: dict) -> str:
         lines.append(f"WARNING {warning}")
     for note in report.get("notes", []):
         lines.append(f"note {note}")
-    return "\n".join(lines)
+    # Paths, URLs and details come from what the Hermes user writes: each line shown as text.
+    return "\n".join(clean(line) for line in lines)
