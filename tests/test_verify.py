@@ -12,7 +12,7 @@ import pytest
 from hermes_host import CAPPED, REPO
 from hermes_pacer import host
 
-pytestmark = pytest.mark.hermes
+pytestmark = pytest.mark.slow
 VERIFY = REPO / "scripts" / "hermes-pacer-verify.sh"
 
 
@@ -149,14 +149,17 @@ def test_a_kanban_daemon_is_a_second_path(paced):
 def test_a_hand_made_crontab_line_is_a_second_path(paced):
     spool = paced.etc / "spool"
     spool.mkdir()
-    (spool / "hermes").write_text(
+    # The crontab of a user no host has, its HOME the test's: on a provisioned host the user
+    # `hermes` exists, and its crontab's lines would be its home's.
+    (spool / "hermes-pacer-nobody").write_text(
+        f"HOME={paced.home}\n"
         "* * * * * MAX_PARALLEL=2 BOARD=default /opt/hermes/scripts/hermes-kanban-dispatch-subminute.sh\n"
         "# * * * * * hermes kanban dispatch   (commented out: not a path)\n"
     )
     code, report, text = _verify(paced)
     assert code == 1
     assert sorted(p["kind"] for p in _board(report)["paths"]) == ["cron", "pacer"]
-    assert "crontab of hermes" in text
+    assert "crontab of hermes-pacer-nobody" in text
 
 
 def test_no_pacer_while_cards_are_ready_fails(paced):
