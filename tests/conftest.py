@@ -8,6 +8,34 @@ import pytest
 from fake_llm import serve
 from hermes_host import HermesHost
 
+# The tiers (docs/development.md, "Tiers"). Every test is in exactly one, by the closest of these
+# marks (a test's own, else its class's, else its module's pytestmark):
+#   fast: starts no Hermes worker, no container and no network server (./tasks.sh test --fast);
+#   slow: everything else.
+# `alone` is beside the tier: a test that must own the machine runs after the parallel run, alone.
+TIERS = ("fast", "slow")
+# Fixtures that start a Hermes home, a fake endpoint or a fetched tool: never in the fast tier.
+SLOW_FIXTURES = frozenset({"hermes_bin", "host", "paced_host", "llm", "fake_endpoint", "promtool"})
+TIER_PROBLEMS = pytest.StashKey[list]()
+
+
+def tier_of(item) -> str | None:
+    return next((mark.name for mark in item.iter_markers() if mark.name in TIERS), None)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Before -m deselects anything: every collected test's tier problems, for test_tiers.py."""
+    problems = []
+    for item in items:
+        tier = tier_of(item)
+        if tier is None:
+            problems.append(f"{item.nodeid}: no tier (mark it fast or slow)")
+        elif tier == "fast" and SLOW_FIXTURES & set(item.fixturenames):
+            slow = ", ".join(sorted(SLOW_FIXTURES & set(item.fixturenames)))
+            problems.append(f"{item.nodeid}: marked fast, uses {slow}")
+    config.stash[TIER_PROBLEMS] = problems
+
 
 @pytest.fixture(scope="session", params=hermes_install.versions(), ids=lambda v: f"hermes-{v}")
 def hermes_bin(request):

@@ -12,6 +12,8 @@ import subprocess
 import pytest
 from hermes_host import REPO
 
+pytestmark = pytest.mark.slow
+
 SHIM = REPO / "scripts" / "hermes-pacer"
 NOBODY = 65534
 SCRIPT = "/opt/hermes/scripts/hermes-kanban-dispatch-subminute.sh"

@@ -11,8 +11,11 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 from dashboard_queries import queries
+
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parent.parent
 RULES = REPO / "prometheus" / "hermes-pacer.rules.yml"

@@ -25,6 +25,8 @@ from bench.harness import pacer_endpoint_env, pacer_fleet_env, static_shares  # 
 from bench.namespace import PidNamespace  # noqa: E402
 from bench.strategies import catalogue  # noqa: E402
 
+pytestmark = pytest.mark.slow
+
 
 def test_step_series_and_peak_count_overlaps():
     intervals = [(0, 4), (1, 3), (3, 5)]
@@ -391,7 +393,7 @@ def test_a_partial_run_joins_the_stored_results(tmp_path):
     assert store.load(tmp_path / "missing.json", new_meta) is None
 
 
-@pytest.mark.hermes
+@pytest.mark.slow
 def test_quick_bench_runs_every_strategy_and_workload_to_the_end(tmp_path):
     page = (REPO / "docs" / "benchmark.md").read_text()
     newest = hermes_install.versions()[-1]

@@ -12,7 +12,7 @@ import pytest
 from hermes_host import REPO
 from hermes_pacer import board_backup
 
-pytestmark = pytest.mark.hermes
+pytestmark = pytest.mark.slow
 
 
 def _backup(host, dest, *extra: str) -> subprocess.CompletedProcess:

@@ -12,7 +12,7 @@ import pytest
 import test_verify
 from test_verify import _board, _verify
 
-pytestmark = pytest.mark.hermes
+pytestmark = pytest.mark.slow
 paced = test_verify.paced  # the test home with a managed cron pacer
 
 

@@ -19,7 +19,7 @@ import test_verify
 from hermes_host import REPO
 from test_verify import _board, _verify
 
-pytestmark = pytest.mark.hermes
+pytestmark = pytest.mark.slow
 LOST_COMMITS = REPO / "tests" / "corruption" / "lost_commits.sh"
 PACER = REPO / "scripts" / "hermes-pacer"
 ROUNDS = 3

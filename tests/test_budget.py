@@ -11,6 +11,8 @@ from hermes_pacer.board import Snapshot
 from hermes_pacer.endpoint import Reading
 from hermes_pacer.workers import LiveWorkers
 
+pytestmark = pytest.mark.fast
+
 
 def _load(board: str, created: tuple[float, ...], running=(), workers=()) -> budget.BoardLoad:
     snap = Snapshot(running=frozenset(running), ready=len(created))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hermes_host import pace_until_done
 
-pytestmark = pytest.mark.hermes
+pytestmark = pytest.mark.slow
 CAP = 2
 
 

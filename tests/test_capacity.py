@@ -5,8 +5,11 @@ from __future__ import annotations
 import io
 import json
 
+import pytest
 from hermes_pacer import board, capacity, passlog, subminute
 from hermes_pacer.hermes import StopSignals
+
+pytestmark = pytest.mark.fast
 
 F = frozenset
 

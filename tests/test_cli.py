@@ -18,6 +18,8 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = REPO / "roles" / "hermes_pacer" / "files" / "scripts"
 PACKAGE = REPO / "roles" / "hermes_pacer" / "files" / "hermes_pacer"

@@ -15,6 +15,8 @@ from pathlib import Path, PurePosixPath
 import pytest
 import yaml
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 NOT_THE_PRODUCT = (".venv", ".git", ".ansible", ".ci", "tests", "molecule", "bench", "pacer", "scripts")

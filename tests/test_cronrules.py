@@ -10,6 +10,8 @@ import pwd
 import pytest
 from hermes_pacer import cronrules
 
+pytestmark = pytest.mark.fast
+
 ROOT_HOME = pwd.getpwnam("root").pw_dir
 
 

@@ -12,8 +12,11 @@ import json
 import re
 import subprocess
 
+import pytest
 import yaml
 from dashboard_queries import DASHBOARD, queries
+
+pytestmark = pytest.mark.slow
 
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 # What the dashboard must show (issue #14): a metric of each.

@@ -14,7 +14,7 @@ import pytest
 from fake_llm import foreign_stream
 from hermes_host import pace_until_done
 
-pytestmark = pytest.mark.hermes
+pytestmark = pytest.mark.slow
 
 
 def _records(output: str) -> list[dict]:

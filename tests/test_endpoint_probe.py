@@ -16,6 +16,8 @@ import pytest
 from fake_llm import FLAVOURS, foreign_stream, until
 from hermes_pacer import endpoint
 
+pytestmark = pytest.mark.slow
+
 LOADS = {"vllm": True, "llamacpp": True, "ollama": False, "openai": False}
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from hermes_host import CAPPED
 
-pytestmark = pytest.mark.hermes
+pytestmark = pytest.mark.slow
 
 
 def _fields(line: str) -> dict[str, str]:

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from fake_llm import foreign_stream, serve, until
 
+pytestmark = pytest.mark.slow
+
 FAKE = Path(__file__).with_name("fake_llm.py")
 
 

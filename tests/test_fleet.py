@@ -28,7 +28,7 @@ import hermes_install
 import pytest
 from hermes_host import HermesHost
 
-pytestmark = pytest.mark.hermes
+pytestmark = pytest.mark.slow
 
 CAP = 2
 CARDS = 4

@@ -9,6 +9,8 @@ from hermes_pacer.endpoint import Reading
 from hermes_pacer.hermes import StopSignals
 from hermes_pacer.settings import Fleet
 
+pytestmark = pytest.mark.fast
+
 # A cycle starts at every multiple of n * S from the epoch: 3 hosts of 10 s, a 4 s start-up allowance.
 CYCLE = 3000.0 * 30
 

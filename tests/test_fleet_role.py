@@ -19,6 +19,8 @@ import yaml
 from ansible_run import ansible_playbook
 from hermes_pacer import host, settings
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parent.parent
 ROLE = REPO / "roles" / "hermes_pacer"
 # The system Python, as the example inventory's; this virtualenv's where there is none.

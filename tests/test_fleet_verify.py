@@ -24,6 +24,8 @@ from hermes_host import CAPPED, REPO
 from hermes_pacer import clock, fleet_report, host, paths, settings, status, verify
 from test_verify import with_a_logged_cron_pacer
 
+pytestmark = pytest.mark.slow
+
 VERIFY = REPO / "scripts" / "hermes-pacer-verify.sh"
 URL = "http://gpu-a.example.net:8000/v1"
 
@@ -417,7 +419,7 @@ def _verify(fleet_host) -> tuple[int, dict, str]:
     return data.returncode, json.loads(data.stdout), text.stdout
 
 
-@pytest.mark.hermes
+@pytest.mark.slow
 def test_a_fleet_host_reports_its_place_workers_and_clock(fleet_host):
     _in_fleet(fleet_host)
     fleet_host.create_cards(1)
@@ -464,7 +466,7 @@ def test_a_fleet_host_reports_its_place_workers_and_clock(fleet_host):
         assert "FAIL time sync of fleet gpu_a_fleet: no time sync service runs" in text
 
 
-@pytest.mark.hermes
+@pytest.mark.slow
 def test_an_endpoint_clock_far_off_is_a_warning_and_one_down_a_note(fleet_host, skewed):
     _in_fleet(fleet_host, PACER_ENDPOINT_URL=skewed)
     _, report, text = _verify(fleet_host)
@@ -484,7 +486,7 @@ def test_an_endpoint_clock_far_off_is_a_warning_and_one_down_a_note(fleet_host, 
     assert "note endpoint gpu-a" in text
 
 
-@pytest.mark.hermes
+@pytest.mark.slow
 def test_a_host_without_a_fleet_reports_nothing_new(fleet_host):
     code, report, text = _verify(fleet_host)
     assert code == 0, text

@@ -15,7 +15,7 @@ import time
 import pytest
 from hermes_host import REPO, WorkerSampler
 
-pytestmark = pytest.mark.hermes
+pytestmark = pytest.mark.slow
 FLOW = REPO / "scripts" / "hermes-kanban-flow.sh"
 CAP = 2
 

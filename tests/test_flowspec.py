@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from hermes_pacer import flowspec
 
+pytestmark = pytest.mark.fast
+
 
 def _step(key: str, *parents: str, **fields) -> dict:
     return {"key": key, "title": f"step {key}", "assignee": "worker", "parents": list(parents), **fields}

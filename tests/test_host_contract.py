@@ -18,6 +18,8 @@ import yaml
 from ansible_run import ansible_playbook
 from hermes_pacer import cronrules, host, paths, settings
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parent.parent
 ROLE = REPO / "roles" / "hermes_pacer"
 

@@ -13,7 +13,7 @@ import pytest
 from fake_llm import foreign_stream
 from hermes_host import pace_until_done
 
-pytestmark = pytest.mark.hermes
+pytestmark = pytest.mark.slow
 COMMAND = Path(__file__).resolve().parents[1] / "roles/hermes_pacer/files/scripts/hermes-pacer"
 
 

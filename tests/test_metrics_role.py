@@ -17,6 +17,8 @@ import pytest
 from ansible_run import ansible_playbook
 from hermes_pacer import host
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parent.parent
 PLAY = """\
 - hosts: localhost

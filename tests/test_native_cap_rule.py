@@ -16,6 +16,8 @@ import yaml
 from ansible.errors import AnsibleFilterError
 from ansible_run import ansible_playbook
 
+pytestmark = pytest.mark.slow
+
 _PATH = Path(__file__).resolve().parent.parent / "plugins" / "filter" / "hermes_kanban.py"
 _SPEC = importlib.util.spec_from_file_location("hermes_kanban", _PATH)
 plugin = importlib.util.module_from_spec(_SPEC)

@@ -22,6 +22,8 @@ import pytest
 from hermes_host import CAPPED, REPO, SUBMINUTE
 from hermes_pacer import passlog, workers
 
+pytestmark = pytest.mark.slow
+
 NOBODY = pwd.getpwnam("nobody").pw_uid
 
 # Runs the real sub-minute loop in a process of its own with a clock that only its sleeps move: every
@@ -150,7 +152,7 @@ def _wait_until_switched(procs: list[subprocess.Popen], uid: int) -> None:
 AS_NOBODY = ["setpriv", "--reuid", str(NOBODY), "--regid", str(NOBODY), "--clear-groups", "--"]
 
 
-@pytest.mark.hermes
+@pytest.mark.slow
 def test_look_alike_workers_of_another_user_are_not_counted(paced_host):
     paced_host.create_cards(3)
     db = paced_host.root / "kanban.db"
@@ -214,7 +216,7 @@ RECORDED_DISPATCH = """\
     exit $rc"""
 
 
-@pytest.mark.hermes
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("script", "loop_env"),
     [(CAPPED, {}), (SUBMINUTE, {}), (SUBMINUTE, {"CAP_SCRIPT": str(CAPPED)})],
@@ -275,7 +277,7 @@ LEAKING_DISPATCH = """\
     exit 0"""
 
 
-@pytest.mark.hermes
+@pytest.mark.slow
 def test_a_grandchild_holding_stdout_does_not_stretch_the_call(paced_host):
     paced_host.create_cards(1)
     wrapper = _wrapper(paced_host, "leaking-hermes", LEAKING_DISPATCH)
@@ -296,7 +298,7 @@ EMPTY_DISPATCH = """\
     exit 0"""
 
 
-@pytest.mark.hermes
+@pytest.mark.slow
 def test_a_loop_on_a_full_disk_runs_every_slot_without_a_traceback(paced_host):
     paced_host.create_cards(1)
     wrapper = _wrapper(paced_host, "empty-hermes", EMPTY_DISPATCH)
@@ -320,7 +322,7 @@ GARBAGE_ONCE = """\
     exit 0"""
 
 
-@pytest.mark.hermes
+@pytest.mark.slow
 def test_an_error_inside_a_pass_is_one_record_and_the_loop_goes_on(paced_host):
     paced_host.create_cards(1)
     # JSON nested past the parser's recursion limit: an error no pass code expects.
@@ -341,7 +343,7 @@ def test_an_error_inside_a_pass_is_one_record_and_the_loop_goes_on(paced_host):
     assert proc.returncode == 1
 
 
-@pytest.mark.hermes
+@pytest.mark.slow
 def test_an_error_inside_a_single_pass_is_one_record(paced_host):
     paced_host.create_cards(1)
     wrapper = _wrapper(paced_host, "garbage-hermes", GARBAGE_ONCE)
@@ -355,7 +357,7 @@ def test_an_error_inside_a_single_pass_is_one_record(paced_host):
 # --- settings ---------------------------------------------------------------------------------
 
 
-@pytest.mark.hermes
+@pytest.mark.slow
 @pytest.mark.parametrize("script", [CAPPED, SUBMINUTE], ids=["capped", "subminute"])
 @pytest.mark.parametrize("name", ["HERMES_KANBAN_DB", "HERMES_KANBAN_HOME", "HERMES_HOME"])
 def test_a_relative_hermes_path_is_bad_input_and_nothing_runs(paced_host, script, name):
@@ -382,7 +384,7 @@ def test_a_relative_hermes_path_is_bad_input_and_nothing_runs(paced_host, script
 # --- housekeeping and the clock ---------------------------------------------------------------
 
 
-@pytest.mark.hermes
+@pytest.mark.slow
 def test_a_lock_stamp_from_the_future_still_lets_housekeeping_run(paced_host):
     # One open card and none ready: only housekeeping makes the pass call dispatch.
     (parent,) = paced_host.create_cards(1)

@@ -16,6 +16,8 @@ import pytest
 from hermes_host import CAPPED, REPO
 from hermes_pacer import host, pass_state, passlog, settings, textfile
 
+pytestmark = pytest.mark.slow
+
 HOSTILE_HOME = '/home/a"b\\c\nd} x="y'
 
 

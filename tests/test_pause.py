@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 import pytest
 from hermes_pacer import pause
 
+pytestmark = pytest.mark.fast
+
 NOW = datetime(2026, 11, 30, 18, 0, tzinfo=UTC).timestamp()
 
 

@@ -21,6 +21,8 @@ from ansible_run import (
     write_inventory,
 )
 
+pytestmark = pytest.mark.slow
+
 # Every tag the roles define (`always` aside). A new tag fails the first test until it is listed.
 TAGS = [
     "adopt",

@@ -8,6 +8,8 @@ import os
 import pytest
 from hermes_pacer import safefile
 
+pytestmark = pytest.mark.fast
+
 NOBODY = 65534
 
 

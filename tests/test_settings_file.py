@@ -10,6 +10,8 @@ import pytest
 from hermes_host import CAPPED
 from hermes_pacer import host, settings
 
+pytestmark = pytest.mark.fast
+
 GOOD = """\
 # hermes-pacer settings of board ops
 BOARD=ops

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from test_role_input import _play
 
+pytestmark = pytest.mark.slow
+
 CASES = [
     (
         {"hermes_pacer_settings_dir": "/etc/hermes pacer"},

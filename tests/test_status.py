@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 from ansible_run import LOCAL_HOST, UNREACHABLE_HOST, invoke, write_inventory
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parent.parent
 COMMAND = REPO / "roles" / "hermes_pacer" / "files" / "scripts" / "hermes-pacer"
 HEADER = re.compile(r"^hermes-pacer status of \S+ at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$", re.M)

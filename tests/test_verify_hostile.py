@@ -19,6 +19,8 @@ from hermes_host import CAPPED, REPO
 from hermes_pacer import fleet_report, paths, verify
 from test_verify import managed_cron_pacer
 
+pytestmark = pytest.mark.slow
+
 VERIFY = REPO / "scripts" / "hermes-pacer-verify.sh"
 NOBODY = 65534
 NO_HANG = 60  # seconds: far past what verify takes; reaching it means it hung
@@ -146,13 +148,13 @@ def _board(report: dict, slug: str = "default") -> dict:
     return next(item for item in report["boards"] if item["board"] == slug)
 
 
-@pytest.mark.hermes
+@pytest.mark.slow
 def test_a_paced_host_is_safe(paced):
     code, _, text = _verify(paced)
     assert code == 0, text
 
 
-@pytest.mark.hermes
+@pytest.mark.slow
 def test_a_fifo_config_is_named_not_a_hang(paced):
     config = paced.root / "profiles" / "worker" / "config.yaml"
     config.unlink()
@@ -163,7 +165,7 @@ def test_a_fifo_config_is_named_not_a_hang(paced):
     assert f"FAIL config {config}" in text and "not a regular file" in text
 
 
-@pytest.mark.hermes
+@pytest.mark.slow
 def test_a_latin1_config_is_one_hermes_cannot_load(paced):
     config = paced.root / "config.yaml"
     config.write_bytes(config.read_bytes() + b"# caf\xe9\n")
@@ -172,7 +174,7 @@ def test_a_latin1_config_is_one_hermes_cannot_load(paced):
     assert f"FAIL config {config}" in text and "not UTF-8" in text
 
 
-@pytest.mark.hermes
+@pytest.mark.slow
 @pytest.mark.parametrize("target", ["/dev/zero", "fifo"])
 def test_a_log_linked_to_dev_zero_or_a_fifo_is_named_not_a_hang(paced, target):
     if target == "fifo":
@@ -189,7 +191,7 @@ def test_a_log_linked_to_dev_zero_or_a_fifo_is_named_not_a_hang(paced, target):
     )
 
 
-@pytest.mark.hermes
+@pytest.mark.slow
 def test_a_log_that_is_a_fifo_is_named_not_a_hang(paced):
     paced.log.unlink()
     os.mkfifo(paced.log)
@@ -198,7 +200,7 @@ def test_a_log_that_is_a_fifo_is_named_not_a_hang(paced):
     assert code == 1 and f"{paced.log} is not a regular file" in text
 
 
-@pytest.mark.hermes
+@pytest.mark.slow
 @pytest.mark.parametrize("target", ["/dev/zero", "fifo"])
 def test_jobs_json_linked_to_dev_zero_or_a_fifo_is_named_not_a_hang(paced, target):
     cron = paced.root / "cron"
@@ -216,7 +218,7 @@ def test_jobs_json_linked_to_dev_zero_or_a_fifo_is_named_not_a_hang(paced, targe
     assert code == 1 and f"{jobs}: jobs.json is a symbolic link of uid {NOBODY}: not followed" in text
 
 
-@pytest.mark.hermes
+@pytest.mark.slow
 def test_a_board_database_linked_to_a_fifo_is_named_not_a_hang(paced):
     fifo = paced.home / "log" / "fifo"
     os.mkfifo(fifo)
@@ -228,7 +230,7 @@ def test_a_board_database_linked_to_a_fifo_is_named_not_a_hang(paced):
     assert code == 1 and f"cannot read the board: {db}: kanban.db is a symbolic link" in text
 
 
-@pytest.mark.hermes
+@pytest.mark.slow
 def test_every_pass_failed_closed_is_not_safe(paced):
     now = time.time()
     paced.log.write_text("".join(_kv(now - 400 + 10 * i, "hermes_failed", 1, "exit 2") for i in range(40)))
@@ -237,7 +239,7 @@ def test_every_pass_failed_closed_is_not_safe(paced):
     assert "failed closed" in text and "hermes_failed x40" in text and "since " in text
 
 
-@pytest.mark.hermes
+@pytest.mark.slow
 def test_every_pass_locked_is_not_safe(paced):
     now = time.time()
     paced.log.write_text("".join(_kv(now - 400 + 10 * i, "locked", 0) for i in range(40)))
@@ -245,7 +247,7 @@ def test_every_pass_locked_is_not_safe(paced):
     assert code == 1 and "locked x40" in text
 
 
-@pytest.mark.hermes
+@pytest.mark.slow
 @pytest.mark.parametrize("value", ['"false"', "'off'", '"no"', "!!str false"])
 def test_a_quoted_false_is_on_as_hermes_reads_it(paced, value):
     config = paced.root / "config.yaml"
@@ -256,7 +258,7 @@ def test_a_quoted_false_is_on_as_hermes_reads_it(paced, value):
     assert code == 1 and f"FAIL config {config}" in text
 
 
-@pytest.mark.hermes
+@pytest.mark.slow
 @pytest.mark.parametrize("value", ["off", "no", "False", "0", "null", "~", "''"])
 def test_what_python_finds_false_is_off(paced, value):
     config = paced.root / "config.yaml"
@@ -267,7 +269,7 @@ def test_what_python_finds_false_is_off(paced, value):
     assert code == 0, text
 
 
-@pytest.mark.hermes
+@pytest.mark.slow
 def test_profile_and_board_forms_of_dispatch_lines_are_seen(paced):
     paced.create_board("ops")
     spool = paced.etc / "spool"
@@ -284,7 +286,7 @@ def test_profile_and_board_forms_of_dispatch_lines_are_seen(paced):
     assert "profile worker" in text
 
 
-@pytest.mark.hermes
+@pytest.mark.slow
 def test_a_board_slug_hermes_refuses_is_reported_as_such(paced):
     spool = paced.etc / "spool"
     spool.mkdir()
@@ -294,7 +296,7 @@ def test_a_board_slug_hermes_refuses_is_reported_as_such(paced):
     assert "board slug '../x' is refused by Hermes" in " ".join(report["warnings"])
 
 
-@pytest.mark.hermes
+@pytest.mark.slow
 def test_a_dispatch_line_of_another_home_is_not_this_homes_path(paced):
     spool = paced.etc / "spool"
     spool.mkdir()
@@ -303,7 +305,7 @@ def test_a_dispatch_line_of_another_home_is_not_this_homes_path(paced):
     assert [p["kind"] for p in _board(report)["paths"]] == ["pacer"]
 
 
-@pytest.mark.hermes
+@pytest.mark.slow
 def test_look_alike_workers_of_another_user_are_named(paced):
     setuid = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
     for index in range(5):

@@ -25,6 +25,8 @@ from pathlib import Path
 import pytest
 from hermes_pacer import workers
 
+pytestmark = pytest.mark.fast
+
 FAKE_MAIN = """\
 import os, sys, time
 from pathlib import Path

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+pytestmark = pytest.mark.fast
+
 REPO = Path(__file__).resolve().parent.parent
 _PATH = REPO / "plugins" / "modules" / "hermes_yaml_section.py"
 # The module imports the shared path walk by its collection name, as Ansible runs it; the checkout
