@@ -29,6 +29,24 @@ def _venv_bin(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
+# How long each step of the last run took, for the summary `test` prints at its end.
+TIMES: list[tuple[str, float, bool]] = []
+
+
+def _timed(what: str, action):
+    """Run action(); its time (and whether it raised) goes into TIMES."""
+    import time
+
+    began = time.monotonic()
+    ok = False
+    try:
+        result = action()
+        ok = True
+        return result
+    finally:
+        TIMES.append((what, time.monotonic() - began, ok))
+
+
 @task
 def lint(c):
     """shellcheck on every script, ruff on every Python file, yamllint and ansible-lint (production)."""
@@ -47,13 +65,27 @@ def hermes(c):
     c.run(f"{sys.executable} {REPO / 'tests' / 'hermes_install.py'}")
 
 
-@task(help={"k": "only tests matching this pytest -k expression"})
-def pytest(c, k=""):
-    """pytest against real Hermes releases (installs them first)."""
-    hermes(c)
-    selection = f" -k {k!r}" if k else ""
+PYTEST_HELP = {
+    "k": "only tests matching this pytest -k expression",
+    "fast": "only the fast tier: no Hermes worker, no container, no network server (tests/conftest.py)",
+    "jobs": "pytest processes side by side (pytest-xdist; default 1: one after another)",
+    "durations": "the 20 slowest tests, and the time of each step at the end",
+}
+
+
+@task(help=PYTEST_HELP)
+def pytest(c, k="", fast=False, jobs=1, durations=False):
+    """pytest against real Hermes releases (installs them first; the fast tier needs none)."""
+    if not fast:
+        _timed("hermes releases", lambda: hermes(c))
+    options = (
+        (" -m fast" if fast else "")
+        + (f" -n {int(jobs)}" if int(jobs) > 1 else "")
+        + (" --durations=20" if durations else "")
+        + (f" -k {k!r}" if k else "")
+    )
     with c.cd(str(REPO)):
-        c.run(f"{sys.executable} -m pytest{selection}")
+        _timed("pytest" + (" -m fast" if fast else ""), lambda: c.run(f"{sys.executable} -m pytest{options}"))
 
 
 # --- Molecule -----------------------------------------------------------------------------------
@@ -119,25 +151,49 @@ def _wheelhouse(c, version: str, python: str) -> Path:
     return house
 
 
-def _molecule_env(c, scenario: str) -> None:
-    """Prepare one scenario: podman, its Debian image, the collections, a wheelhouse of Hermes."""
+def _podman(c) -> None:
+    """podman and debootstrap from Debian's packages, once per machine."""
     if shutil.which("podman") is None or shutil.which("debootstrap") is None:
         c.run("apt-get update -qq")
         c.run(
             f"DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends {PODMAN_PACKAGES}"
         )
-    suite, version = SCENARIOS[scenario]
-    os.environ["CONTAINERS_CONF"] = str(_containers_conf())
+
+
+def _image(c, suite: str) -> str:
+    """The systemd-booting image of one Debian release (built once; molecule/images/build.sh)."""
     build = REPO / "molecule" / "images" / "build.sh"
-    image = c.run(f"{build} {suite}", hide="out").stdout.strip().splitlines()[-1]
-    os.environ.update(
-        {
-            "HERMES_PACER_IMAGE": image,
+    return c.run(f"{build} {suite}", hide="out").stdout.strip().splitlines()[-1]
+
+
+def _molecule_envs(c, scenarios: list[str]) -> dict[str, dict[str, str]]:
+    """What the scenarios share, prepared once and side by side: podman, one image per Debian
+    release, one wheelhouse per Hermes release and Python, the collections. Each scenario's
+    environment."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    _podman(c)
+    conf = str(_containers_conf())
+    os.environ["CONTAINERS_CONF"] = conf
+    suites = sorted({SCENARIOS[name][0] for name in scenarios})
+    houses = sorted({(SCENARIOS[name][1], SUITE_PYTHON[SCENARIOS[name][0]]) for name in scenarios})
+    with ThreadPoolExecutor(max_workers=len(suites) + len(houses) + 1) as pool:
+        images = {suite: pool.submit(_image, c, suite) for suite in suites}
+        wheelhouses = [pool.submit(_wheelhouse, c, version, python) for version, python in houses]
+        collections = pool.submit(_collections, c)
+        house = next(future.result() for future in wheelhouses)  # one folder holds them all
+        images = {suite: future.result() for suite, future in images.items()}
+        collections_path = collections.result()
+    return {
+        name: {
+            "CONTAINERS_CONF": conf,
+            "HERMES_PACER_IMAGE": images[SCENARIOS[name][0]],
             "HERMES_PACER_REPO": str(REPO),
-            "HERMES_PACER_WHEELHOUSE": str(_wheelhouse(c, version, SUITE_PYTHON[suite])),
-            "ANSIBLE_COLLECTIONS_PATH": str(_collections(c)),
+            "HERMES_PACER_WHEELHOUSE": str(house),
+            "ANSIBLE_COLLECTIONS_PATH": str(collections_path),
         }
-    )
+        for name in scenarios
+    }
 
 
 # Molecule 26 looks for a scenario named "default" on every run (its shared-state feature: a default
@@ -149,54 +205,94 @@ NO_DEFAULT_SCENARIO = re.compile(
 )
 
 
-class _DropLine:
-    """A stream for invoke's c.run that passes every line on to `stream` but those `pattern` finds."""
-
-    def __init__(self, stream, pattern: re.Pattern):
-        self.stream, self.pattern, self.pending = stream, pattern, ""
-
-    def _shown(self, line: str) -> bool:
-        return not self.pattern.search(re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", line))
-
-    def write(self, text: str) -> None:
-        *lines, self.pending = (self.pending + text).split("\n")
-        for line in lines:
-            if self._shown(line):
-                self.stream.write(line + "\n")
-        self.stream.flush()
-
-    def flush(self) -> None:
-        if self.pending and self._shown(self.pending):
-            self.stream.write(self.pending)
-        self.pending = ""
-        self.stream.flush()
+def _shown(line: str) -> bool:
+    return not NO_DEFAULT_SCENARIO.search(re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", line))
 
 
-@task(help={"scenario": f"one of {', '.join(SCENARIOS)} (default: all)", "command": "molecule command"})
-def molecule(c, scenario="", command="test"):
-    """Molecule scenarios on real systemd and cron in podman containers."""
+def _scenario(name: str, command: str, env: dict[str, str], logs: Path) -> tuple[bool, float]:
+    """One Molecule scenario in a process of its own, its output in logs/<name>.log; whether it
+    passed, and its time."""
+    import subprocess
+    import time
+
     base = REPO / "molecule" / "shared" / "base.yml"
-    with c.cd(str(REPO)):
-        for name in [scenario] if scenario else SCENARIOS:
-            _molecule_env(c, name)
-            out, err = _DropLine(sys.stdout, NO_DEFAULT_SCENARIO), _DropLine(sys.stderr, NO_DEFAULT_SCENARIO)
-            try:
-                c.run(
-                    f"{_venv_bin('molecule')} --base-config {base} {command} -s {name}",
-                    out_stream=out,
-                    err_stream=err,
-                )
-            finally:
-                out.flush()
-                err.flush()
+    log = logs / f"{name}.log"
+    began = time.monotonic()
+    with open(log, "w") as out:
+        proc = subprocess.run(
+            [_venv_bin("molecule"), "--base-config", str(base), command, "-s", name],
+            cwd=REPO,
+            env={**os.environ, **env},
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
+    return proc.returncode == 0, time.monotonic() - began
 
 
-@task(pre=[lint], help={"k": "only pytest tests matching this -k expression (Molecule is skipped)"})
-def test(c, k=""):
-    """The whole test suite: linters, pytest against real Hermes releases, Molecule scenarios."""
-    pytest(c, k=k)
-    if not k:
-        molecule(c)
+@task(
+    help={
+        "scenario": f"one of {', '.join(SCENARIOS)} (default: all)",
+        "command": "molecule command",
+        "jobs": "scenarios side by side (default 1: one after another)",
+    }
+)
+def molecule(c, scenario="", command="test", jobs=1):
+    """Molecule scenarios on real systemd and cron in podman containers. Each one's output is
+    printed whole when it ends (and kept in ~/.cache/hermes-pacer/molecule-logs/)."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    names = [scenario] if scenario else list(SCENARIOS)
+    unknown = [name for name in names if name not in SCENARIOS]
+    if unknown:
+        raise SystemExit(f"molecule: unknown scenario {unknown[0]!r}; one of {', '.join(SCENARIOS)}")
+    envs = _timed("molecule: podman, images, wheelhouses", lambda: _molecule_envs(c, names))
+    logs = CACHE / "molecule-logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    failed = []
+    with ThreadPoolExecutor(max_workers=int(jobs) or len(names)) as pool:
+        runs = {pool.submit(_scenario, name, command, envs[name], logs): name for name in names}
+        for run in as_completed(runs):
+            name = runs[run]
+            ok, seconds = run.result()
+            TIMES.append((f"molecule {command} -s {name}", seconds, ok))
+            print(f"==== molecule {command} -s {name}: {'passed' if ok else 'FAILED'} in {seconds:.0f} s")
+            with open(logs / f"{name}.log", errors="replace") as log:
+                for line in log:
+                    if _shown(line):
+                        sys.stdout.write(line)
+            sys.stdout.flush()
+            if not ok:
+                failed.append(name)
+    if failed:
+        raise SystemExit(f"molecule: failed: {', '.join(failed)}")
+
+
+@task(
+    help={
+        **PYTEST_HELP,
+        "k": "only pytest tests matching this -k expression (Molecule is skipped)",
+        "fast": "lint and the fast tier of pytest only (no Molecule): the quick loop, a few minutes",
+        "molecule_jobs": "Molecule scenarios side by side (default 1: one after another)",
+    }
+)
+def test(c, k="", fast=False, jobs=1, durations=False, molecule_jobs=1):
+    """The whole test suite: linters, pytest against real Hermes releases, Molecule scenarios.
+    Prints the time of each step at the end."""
+    import time
+
+    began = time.monotonic()
+    try:
+        _timed("lint", lambda: lint(c))
+        pytest(c, k=k, fast=fast, jobs=jobs, durations=durations)
+        if not k and not fast:
+            molecule(c, jobs=molecule_jobs)
+    finally:
+        print("==== time of each step")
+        for what, seconds, ok in TIMES:
+            print(f"{seconds:8.0f} s  {what}{'' if ok else '  (failed)'}")
+        print(f"{time.monotonic() - began:8.0f} s  in all")
 
 
 @task(
