@@ -235,7 +235,7 @@ def _scenario(name: str, command: str, env: dict[str, str], logs: Path) -> tuple
     help={
         "scenario": f"one of {', '.join(SCENARIOS)} (default: all)",
         "command": "molecule command",
-        "jobs": "scenarios side by side (default 1: one after another)",
+        "jobs": "scenarios side by side (default 1: one after another; 0: all at once)",
     }
 )
 def molecule(c, scenario="", command="test", jobs=1):
@@ -273,7 +273,7 @@ def molecule(c, scenario="", command="test", jobs=1):
     help={
         **PYTEST_HELP,
         "k": "only pytest tests matching this -k expression (Molecule is skipped)",
-        "fast": "lint and the fast tier of pytest only (no Molecule): the quick loop, a few minutes",
+        "fast": "lint and the fast tier of pytest only (no Molecule): the quick loop, about a minute",
         "molecule_jobs": "Molecule scenarios side by side (default 1: one after another)",
     }
 )

@@ -12,7 +12,6 @@ from hermes_host import HermesHost
 # marks (a test's own, else its class's, else its module's pytestmark):
 #   fast: starts no Hermes worker, no container and no network server (./tasks.sh test --fast);
 #   slow: everything else.
-# `alone` is beside the tier: a test that must own the machine runs after the parallel run, alone.
 TIERS = ("fast", "slow")
 # Fixtures that start a Hermes home, a fake endpoint or a fetched tool: never in the fast tier.
 SLOW_FIXTURES = frozenset({"hermes_bin", "host", "paced_host", "llm", "fake_endpoint", "promtool"})

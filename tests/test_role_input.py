@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pwd
 import subprocess
 from pathlib import Path
 
@@ -14,6 +16,8 @@ REPO = Path(__file__).resolve().parent.parent
 # A Hermes user no host has yet (the role would create it with this home): the checks that read
 # the home then see this one, on a provisioned host too.
 NEW_USER = {"hermes_agent_user": "hermes-pacer-new", "hermes_agent_user_home": "/srv/hermes"}
+# A user every host has: the one running the tests, whose home is not /srv/hermes.
+ME = pwd.getpwuid(os.getuid())
 
 CASES = [
     ({"hermes_pacer_boards": [{"name": "default", "max_parallel": 0}]}, "hermes_pacer_boards[0]"),
@@ -108,8 +112,9 @@ CASES = [
         "hermes_pacer_metrics_dir=/srv/hermes/textfiles (node_exporter's textfile directory",
     ),
     (
-        {"hermes_agent_user": "nobody", "hermes_agent_user_home": "/srv/hermes"},
-        "hermes_agent_user_home=/srv/hermes is invalid: the user nobody exists with the home /nonexistent",
+        {"hermes_agent_user": ME.pw_name, "hermes_agent_user_home": "/srv/hermes"},
+        f"hermes_agent_user_home=/srv/hermes is invalid: the user {ME.pw_name} exists with the home "
+        f"{ME.pw_dir}",
     ),
 ]
 
