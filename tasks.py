@@ -65,16 +65,21 @@ def hermes(c):
     c.run(f"{sys.executable} {REPO / 'tests' / 'hermes_install.py'}")
 
 
+# Side by side by default: the suite mostly waits (held LLM calls, worker start-up, timers), and on
+# the 2-core machine 4 pytest processes and 2 scenarios at a time are what was measured passing
+# (docs/development.md, "Where the time goes").
+PYTEST_JOBS = 4
+MOLECULE_JOBS = 2
 PYTEST_HELP = {
     "k": "only tests matching this pytest -k expression",
     "fast": "only the fast tier: no Hermes worker, no container, no network server (tests/conftest.py)",
-    "jobs": "pytest processes side by side (pytest-xdist; default 1: one after another)",
+    "jobs": f"pytest processes side by side (pytest-xdist; default {PYTEST_JOBS}; 1: one after another)",
     "durations": "the 20 slowest tests, and the time of each step at the end",
 }
 
 
 @task(help=PYTEST_HELP)
-def pytest(c, k="", fast=False, jobs=1, durations=False):
+def pytest(c, k="", fast=False, jobs=PYTEST_JOBS, durations=False):
     """pytest against real Hermes releases (installs them first; the fast tier needs none)."""
     if not fast:
         _timed("hermes releases", lambda: hermes(c))
@@ -235,10 +240,10 @@ def _scenario(name: str, command: str, env: dict[str, str], logs: Path) -> tuple
     help={
         "scenario": f"one of {', '.join(SCENARIOS)} (default: all)",
         "command": "molecule command",
-        "jobs": "scenarios side by side (default 1: one after another; 0: all at once)",
+        "jobs": f"scenarios side by side (default {MOLECULE_JOBS}; 1: one after another; 0: all at once)",
     }
 )
-def molecule(c, scenario="", command="test", jobs=1):
+def molecule(c, scenario="", command="test", jobs=MOLECULE_JOBS):
     """Molecule scenarios on real systemd and cron in podman containers. Each one's output is
     printed whole when it ends (and kept in ~/.cache/hermes-pacer/molecule-logs/)."""
     from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -274,10 +279,10 @@ def molecule(c, scenario="", command="test", jobs=1):
         **PYTEST_HELP,
         "k": "only pytest tests matching this -k expression (Molecule is skipped)",
         "fast": "lint and the fast tier of pytest only (no Molecule): the quick loop, about a minute",
-        "molecule_jobs": "Molecule scenarios side by side (default 1: one after another)",
+        "molecule_jobs": f"Molecule scenarios side by side (default {MOLECULE_JOBS}; 1: one after another)",
     }
 )
-def test(c, k="", fast=False, jobs=1, durations=False, molecule_jobs=1):
+def test(c, k="", fast=False, jobs=PYTEST_JOBS, durations=False, molecule_jobs=MOLECULE_JOBS):
     """The whole test suite: linters, pytest against real Hermes releases, Molecule scenarios.
     Prints the time of each step at the end."""
     import time
