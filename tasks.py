@@ -214,26 +214,45 @@ def _shown(line: str) -> bool:
     return not NO_DEFAULT_SCENARIO.search(re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", line))
 
 
-def _scenario(name: str, command: str, env: dict[str, str], logs: Path) -> tuple[bool, float]:
+# Molecule's line as a phase of a scenario starts, e.g. "INFO     cron ➜ converge: Executing".
+_PHASE = re.compile(r"➜ (\w+): Executing")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _scenario(name: str, command: str, env: dict[str, str], logs: Path) -> tuple[bool, float, list]:
     """One Molecule scenario in a process of its own, its output in logs/<name>.log; whether it
-    passed, and its time."""
+    passed, its time, and the time of each of its phases (create, converge, verify...)."""
     import subprocess
     import time
 
     base = REPO / "molecule" / "shared" / "base.yml"
-    log = logs / f"{name}.log"
     began = time.monotonic()
-    with open(log, "w") as out:
-        proc = subprocess.run(
+    phases: list[list] = []  # [phase, seconds], the last one still running
+    with open(logs / f"{name}.log", "w") as out:
+        proc = subprocess.Popen(
             [_venv_bin("molecule"), "--base-config", str(base), command, "-s", name],
             cwd=REPO,
             env={**os.environ, **env},
             stdin=subprocess.DEVNULL,
-            stdout=out,
+            stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            check=False,
+            text=True,
+            errors="replace",
         )
-    return proc.returncode == 0, time.monotonic() - began
+        mark = began
+        for line in proc.stdout:
+            out.write(line)
+            phase = _PHASE.search(_ANSI.sub("", line))
+            if phase:
+                now = time.monotonic()
+                if phases:
+                    phases[-1][1] = now - mark
+                phases.append([phase.group(1), 0.0])
+                mark = now
+        proc.wait()
+    if phases:
+        phases[-1][1] = time.monotonic() - mark
+    return proc.returncode == 0, time.monotonic() - began, phases
 
 
 @task(
@@ -260,8 +279,9 @@ def molecule(c, scenario="", command="test", jobs=MOLECULE_JOBS):
         runs = {pool.submit(_scenario, name, command, envs[name], logs): name for name in names}
         for run in as_completed(runs):
             name = runs[run]
-            ok, seconds = run.result()
-            TIMES.append((f"molecule {command} -s {name}", seconds, ok))
+            ok, seconds, phases = run.result()
+            spent = ", ".join(f"{phase} {phase_seconds:.0f}" for phase, phase_seconds in phases)
+            TIMES.append((f"molecule {command} -s {name}" + (f"  ({spent})" if spent else ""), seconds, ok))
             print(f"==== molecule {command} -s {name}: {'passed' if ok else 'FAILED'} in {seconds:.0f} s")
             with open(logs / f"{name}.log", errors="replace") as log:
                 for line in log:
