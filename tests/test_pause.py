@@ -9,14 +9,14 @@ from __future__ import annotations
 import json
 import os
 import threading
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 import pytest
 from hermes_pacer import pause
 
 pytestmark = pytest.mark.fast
 
-NOW = datetime(2026, 11, 30, 18, 0, tzinfo=UTC).timestamp()
+NOW = datetime(2026, 11, 30, 18, 0, tzinfo=timezone.utc).timestamp()
 
 
 @pytest.fixture

@@ -166,9 +166,7 @@ def test_an_empty_value_and_a_block_scalar_are_replaced():
         ("on: &x true\nkanban:\n  dispatch_in_gateway: *x\n", "alias"),
         (
             "a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n"
-            + "".join(
-                f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n" for p, c in zip("abcde", "bcdef", strict=True)
-            ),
+            + "".join(f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n" for p, c in zip("abcde", "bcdef")),
             "aliases are expanded",
         ),
         ("{model: {default: x}}\n", "flow mapping"),

@@ -332,7 +332,7 @@ def _same(left, right):
     if isinstance(left, dict):
         return left.keys() == right.keys() and all(_same(left[k], right[k]) for k in left)
     if isinstance(left, list):
-        return len(left) == len(right) and all(_same(a, b) for a, b in zip(left, right, strict=True))
+        return len(left) == len(right) and all(_same(a, b) for a, b in zip(left, right))
     return left == right
 
 

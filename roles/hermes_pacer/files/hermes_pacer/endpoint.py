@@ -196,7 +196,7 @@ def _read(response: http.client.HTTPResponse) -> tuple[bytes, bool]:
 
 def _failure(error: BaseException) -> str:
     """A short phrase for why a request got no answer (fixed words: no URL, no credentials)."""
-    if isinstance(error, TimeoutError | socket.timeout):
+    if isinstance(error, (TimeoutError, socket.timeout)):
         return "timed out"
     if isinstance(error, ssl.SSLCertVerificationError):
         return "TLS certificate not accepted"
@@ -204,7 +204,7 @@ def _failure(error: BaseException) -> str:
         return "TLS failed"
     if isinstance(error, ConnectionRefusedError):
         return "connection refused"
-    if isinstance(error, ConnectionResetError | BrokenPipeError):
+    if isinstance(error, (ConnectionResetError, BrokenPipeError)):
         return "connection reset"
     if isinstance(error, http.client.RemoteDisconnected):
         return "connection closed without an answer"

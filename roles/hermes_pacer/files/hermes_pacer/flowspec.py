@@ -110,7 +110,7 @@ def parse(document: object, source: str) -> list[Flow]:
         raise FlowError(
             [f"{source}: expected a flow (a mapping with name, board, steps) or a mapping with a list flows"]
         )
-    flows = [_flow(raw, at, problems) for raw, at in zip(raw_flows, where, strict=True)]
+    flows = [_flow(raw, at, problems) for raw, at in zip(raw_flows, where)]
     _distinct(
         [(f.board, f.name) for f in flows if f],
         lambda board_name: (

@@ -25,7 +25,7 @@ import json
 import os
 import stat
 import time
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 from . import board
@@ -92,7 +92,7 @@ def _hold(path: Path, now: float) -> str | None:
     if payload is None:
         return f"{path} (no JSON object in it), expires never"
     expires = _stamp(payload.get("expires_at"))
-    if expires is not None and datetime.fromtimestamp(now, UTC) >= expires:
+    if expires is not None and datetime.fromtimestamp(now, timezone.utc) >= expires:
         return None  # past its deadman: Hermes lifts the pause
     until = _iso(expires) if expires is not None else "never"
     return f"{path}{_since(payload)}, expires {until}{_reason(payload)}"
@@ -121,16 +121,31 @@ def _payload(body: bytes) -> dict | None:
 def _stamp(value: object) -> datetime | None:
     if not isinstance(value, str) or not value.strip():
         return None
-    try:
-        parsed = datetime.fromisoformat(value.strip())
-    except ValueError:
+    parsed = _fromisoformat(value.strip())
+    if parsed is None:
         return None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
+
+
+def _fromisoformat(text: str) -> datetime | None:
+    """datetime.fromisoformat as Hermes' Python (3.11+) reads the stamps it writes. Before 3.11 it
+    refuses a trailing Z: read as +00:00. Other forms only 3.11 takes (basic format, week dates)
+    stay unparsed there, so the sentinel holds: the safe side."""
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        pass
+    if text[-1:] in ("Z", "z"):
+        try:
+            return datetime.fromisoformat(text[:-1] + "+00:00")
+        except ValueError:
+            pass
+    return None
 
 
 def _iso(moment: datetime) -> str:
     try:
-        return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     except (OverflowError, ValueError):
         return moment.isoformat()
 

@@ -429,7 +429,7 @@ def _line(cells: list[str], columns: tuple[str, ...], widths: list[int]) -> str:
     """Text left, numbers right, two spaces between columns."""
     parts = [
         cell.ljust(width) if name in LEFT else cell.rjust(width)
-        for name, cell, width in zip(columns, cells, widths, strict=True)
+        for name, cell, width in zip(columns, cells, widths)
     ]
     return "  ".join(parts).rstrip()
 
@@ -448,7 +448,7 @@ def render(document: dict) -> str:
     rows = [_row(board) for board in boards]
     widths = _widths(rows, COLUMNS)
     lines.append(_line(list(COLUMNS), COLUMNS, widths))
-    for cells, board in zip(rows, boards, strict=True):
+    for cells, board in zip(rows, boards):
         lines.append(_line(cells, COLUMNS, widths))
         lines += [f"    {note}" for note in _notes(board)]
     return "\n".join(lines)
