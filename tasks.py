@@ -93,6 +93,92 @@ def pytest(c, k="", fast=False, jobs=PYTEST_JOBS, durations=False):
         _timed("pytest" + (" -m fast" if fast else ""), lambda: c.run(f"{sys.executable} -m pytest{options}"))
 
 
+# --- the targets' Pythons ----------------------------------------------------------------------
+# What the fast tier imports, in releases that install on every target Python (3.9 and up).
+TARGET_TEST_PACKAGES = ("pytest==8.4.2", "PyYAML==6.0.3", "ruamel.yaml==0.19.1")
+
+
+def _target_pythons() -> list[str]:
+    """The Pythons the pacer supports on a host, as the role states them."""
+    import yaml
+
+    return yaml.safe_load((REPO / "roles" / "hermes_pacer" / "vars" / "main.yml").read_text())[
+        "_hermes_pacer_pythons"
+    ]
+
+
+def _find_python(version: str) -> str | None:
+    """An interpreter of `version` (e.g. 3.9): pyenv's newest, else python3.9 on PATH."""
+    versions = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "versions"
+    patch = re.compile(rf"{re.escape(version)}\.(\d+)")  # 3.9.18, not 3.9.0rc1 or 3.10.x
+    found = {
+        int(match[1]): path / "bin" / "python3"
+        for path in versions.glob(f"{version}.*")
+        if (match := patch.fullmatch(path.name)) and (path / "bin" / "python3").exists()
+    }
+    if found:
+        return str(found[max(found)])
+    on_path = shutil.which(f"python{version}")
+    return on_path if on_path and "/shims/" not in on_path else None
+
+
+def _target_venv(version: str, python: str) -> Path:
+    """A cached virtualenv of `python` with TARGET_TEST_PACKAGES."""
+    import subprocess
+
+    venv = CACHE / "pythons" / version
+    stamp = venv / "hermes-pacer-packages.txt"
+    wanted = "\n".join(TARGET_TEST_PACKAGES) + "\n"
+    if not stamp.exists() or stamp.read_text() != wanted:
+        shutil.rmtree(venv, ignore_errors=True)
+        subprocess.run([python, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", *TARGET_TEST_PACKAGES], check=True)
+        stamp.write_text(wanted)
+    return venv
+
+
+@task(help={"pythons": "comma-separated versions (default: every one the role supports but this one)"})
+def pythons(c, pythons=""):
+    """The fast tier (the package's and the module's unit tests) under each target Python."""
+    import subprocess
+
+    import ansible
+
+    mine = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    versions = [v for v in (pythons.split(",") if pythons else _target_pythons()) if v and v != mine]
+    missing = [version for version in versions if _find_python(version) is None]
+    if missing:
+        raise SystemExit(
+            f"pythons: no Python {', '.join(missing)} here (looked in pyenv and on PATH): install it, "
+            "or name the ones to test with --pythons"
+        )
+    # The module imports ansible.module_utils, which runs on every target Python: the toolchain's.
+    module_utils = CACHE / "pythons" / "ansible-module-utils"
+    module_utils.mkdir(parents=True, exist_ok=True)
+    link = module_utils / "ansible"
+    if not link.is_symlink() or link.resolve() != Path(ansible.__file__).parent.resolve():
+        link.unlink(missing_ok=True)
+        link.symlink_to(Path(ansible.__file__).parent)
+    listing = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "fast", "-p", "no:cacheprovider"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    modules = sorted({line.split("::", 1)[0] for line in listing.stdout.splitlines() if "::" in line})
+    for version in versions:
+        venv = _timed(f"python {version}: its virtualenv", lambda v=version: _target_venv(v, _find_python(v)))
+        command = [str(venv / "bin" / "python"), "-m", "pytest", "-q", "-m", "fast", "-p", "no:cacheprovider"]
+        command += ["-o", "addopts=-ra", *modules]
+        env = {**os.environ, "PYTHONPATH": str(module_utils)}
+        print(f"==== pytest -m fast on Python {version}", flush=True)
+        _timed(
+            f"pytest -m fast on Python {version}",
+            lambda cmd=command, e=env: subprocess.run(cmd, cwd=REPO, env=e, check=True),
+        )
+
+
 # --- Molecule -----------------------------------------------------------------------------------
 CACHE = Path(os.environ.get("HERMES_PACER_CACHE") or Path.home() / ".cache" / "hermes-pacer")
 PODMAN_PACKAGES = (
@@ -310,6 +396,8 @@ def test(c, k="", fast=False, jobs=PYTEST_JOBS, durations=False, molecule_jobs=M
     began = time.monotonic()
     try:
         _timed("lint", lambda: lint(c))
+        if not k and not fast:
+            pythons(c)
         pytest(c, k=k, fast=fast, jobs=jobs, durations=durations)
         if not k and not fast:
             molecule(c, jobs=molecule_jobs)

@@ -148,3 +148,27 @@ def test_an_endpoint_url_with_credentials_is_refused_without_showing_them():
     assert "a url without user:password@" in text and "credentials: gpu0" in text, play.stdout[-3000:]
     assert "s3cret" not in play.stdout + play.stderr
     assert "changed=0" in play.stdout.split("PLAY RECAP", 1)[1]
+
+
+OLD_PYTHON = Path("/root/.pyenv/versions/3.8.18/bin")
+
+
+@pytest.mark.parametrize(
+    ("python_path", "found"),
+    [
+        pytest.param("/nonexistent", "which is not there", id="none"),
+        pytest.param(
+            str(OLD_PYTHON),
+            "which is Python 3.8.18",
+            id="3.8",
+            marks=pytest.mark.skipif(not OLD_PYTHON.is_dir(), reason=f"no Python 3.8 at {OLD_PYTHON}"),
+        ),
+    ],
+)
+def test_a_python_the_pacer_cannot_run_on_stops_the_play_before_any_change(python_path, found):
+    """The gateway dispatcher stays on where the pacer could not run (the host would have none)."""
+    play = _play({"_hermes_pacer_python_path": python_path})
+    assert play.returncode != 0
+    text = " ".join(play.stdout.split())
+    assert found in text and "supported are Python 3.9, 3.10, 3.11, 3.12, 3.13" in text, play.stdout[-3000:]
+    assert "changed=0" in play.stdout.split("PLAY RECAP", 1)[1]
