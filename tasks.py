@@ -565,6 +565,8 @@ def verify(c, inventory="", limit="", hosts="hermes_hosts", json=False):
     from hermes_pacer.verify import render
 
     options = _inventory_options(inventory, limit) + f" -e hermes_pacer_hosts={shlex.quote(hosts)}"
+    # The play only reports: the verdict, over the hosts and their fleets, is made here.
+    options += " -e hermes_pacer_verify_report_only=true"
     reports, groups = _play_documents(c, "playbooks/verify.yml", options, "hermes_pacer_verify_dir", "report")
     fleets = fleet_report.fleets(reports, groups)
     if json:

@@ -100,6 +100,38 @@ def test_verify_reads_the_scripts_dir_of_the_inventory(tmp_path):
     assert json.loads((reports / "localhost.json").read_text()) == {"ok": True, "from": "the stub"}
 
 
+@pytest.mark.parametrize("report_only", [False, True], ids=["fails", "report-only"])
+def test_verify_fails_the_play_where_a_host_is_not_safe(tmp_path, report_only):
+    """A host whose verify exits 1 fails the play with its report (unless the play only reports),
+    and its report is kept on the controller either way."""
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    stub = scripts / "hermes-pacer-verify.sh"
+    stub.write_text(
+        "#!/bin/sh\n"
+        'if [ "${1:-}" = --json ]; then echo \'{"ok": false}\'\n'
+        "else echo 'verdict: NOT SAFE (the stub)'; fi\n"
+        "exit 1\n"
+    )
+    stub.chmod(0o755)
+    inventory = write_inventory(
+        tmp_path / "hosts.yml",
+        {"localhost": {**LOCAL_HOST, "hermes_pacer_scripts_dir": str(scripts)}},
+    )
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    extra = ["-e", f"hermes_pacer_verify_dir={reports}"]
+    if report_only:
+        extra += ["-e", "hermes_pacer_verify_report_only=true"]
+    play = _run("ansible-playbook", "playbooks/verify.yml", "-i", inventory, *extra)
+    assert json.loads((reports / "localhost.json").read_text()) == {"ok": False}
+    if report_only:
+        assert play.returncode == 0, play.stdout[-3000:]
+    else:
+        assert play.returncode != 0
+        assert "verdict: NOT SAFE (the stub)" in play.stdout, play.stdout[-3000:]
+
+
 def test_tasks_verify_reports_every_host_of_the_inventory(tmp_path):
     """One host verified, one whose scripts are not there, one that cannot be reached: three reports,
     and the task fails."""
