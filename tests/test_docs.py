@@ -33,6 +33,7 @@ HOST_PREFIXES = (
     "/var/tmp",
     "/run/lock",
     "/usr/bin/python3",
+    "/usr/local/bin/hermes-pacer",
     "/proc",
     "/dev/null",
     "/dev/zero",

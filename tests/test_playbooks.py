@@ -250,6 +250,8 @@ def test_adoption_turned_off_only_reports(adoption):
 # --- uninstall where the Hermes user is gone ---------------------------------------------------
 
 NO_HERMES_USER = "There is no user hermes on this host (hermes_pacer_user)"
+# A Hermes user no host has: the real uninstall below runs on a provisioned machine too.
+GONE_USER = "hermes-pacer-gone"
 
 
 def _hermes_user_exists() -> bool:
@@ -290,6 +292,7 @@ def _installed_layout(root: Path) -> dict[str, Path]:
         "hermes_pacer_log_dir": root / "log",
         "hermes_pacer_backup_dir": root / "backups",
         "hermes_pacer_board_backup_dir": root / "board-copies",
+        "hermes_pacer_command_link": root / "bin" / "hermes-pacer",
     }
     units = where["hermes_pacer_systemd_dir"]
     scripts = where["hermes_pacer_scripts_dir"]
@@ -328,6 +331,8 @@ def _installed_layout(root: Path) -> dict[str, Path]:
     ):
         (scripts / name).write_text("#\n")
     (where["hermes_pacer_flows_dir"] / "nightly.yml").write_text("{}\n")
+    where["hermes_pacer_command_link"].parent.mkdir()
+    where["hermes_pacer_command_link"].symlink_to(scripts / "hermes-pacer")
     return where
 
 
@@ -336,15 +341,15 @@ def _installed_layout(root: Path) -> dict[str, Path]:
     reason="systemd runs here: the uninstall would stop this machine's units of the pacer's names",
 )
 def test_uninstall_without_the_hermes_user_removes_what_is_there(tmp_path):
-    """A real uninstall against a private root on this machine, which has no `hermes` user (and no
-    systemd, so no unit is stopped): everything the role installs goes, other files stay, and a
-    second run changes nothing."""
-    if _hermes_user_exists():
-        pytest.skip("this machine has a hermes user")
+    """A real uninstall against a private root on this machine, for a Hermes user it does not have
+    (and no systemd, so no unit is stopped): everything the role installs goes, other files stay,
+    and a second run changes nothing."""
     where = _installed_layout(tmp_path / "root")
     units = where["hermes_pacer_systemd_dir"]
     (units / "other.service").write_text("[Service]\n")  # not the role's
-    extra = json.dumps({key: str(path) for key, path in where.items()})
+    other_command = where["hermes_pacer_command_link"].parent / "hermes-pacer-other"
+    other_command.symlink_to(where["hermes_pacer_scripts_dir"] / "hermes-pacer")  # not the role's
+    extra = json.dumps({"hermes_pacer_user": GONE_USER} | {key: str(path) for key, path in where.items()})
 
     checked = _run("ansible-playbook", "playbooks/uninstall.yml", "--check", "-e", extra)
     assert checked.returncode == 0, checked.stdout[-3000:] + checked.stderr[-2000:]
@@ -353,8 +358,9 @@ def test_uninstall_without_the_hermes_user_removes_what_is_there(tmp_path):
 
     play = _run("ansible-playbook", "playbooks/uninstall.yml", "-e", extra)
     assert play.returncode == 0, play.stdout[-3000:] + play.stderr[-2000:]
-    assert NO_HERMES_USER in play.stdout
+    assert NO_HERMES_USER.replace("user hermes", f"user {GONE_USER}") in play.stdout
     assert sorted(p.name for p in units.iterdir()) == ["other.service"]
+    assert not where["hermes_pacer_command_link"].is_symlink() and other_command.is_symlink()
     for key in (
         "hermes_pacer_cron_file",
         "hermes_pacer_board_backup_cron_file",

@@ -126,6 +126,11 @@ def check_installed(host) -> None:
     assert log_dir.is_directory and log_dir.user == HERMES_USER and log_dir.mode == 0o750
     assert host.file("/etc/logrotate.d/hermes-pacer").exists
     assert host.run(f"runuser -u {HERMES_USER} -- test -w {SCRIPTS}/hermes-kanban-dispatch-capped.sh").rc != 0
+    # `hermes-pacer` on every user's PATH, the Hermes user's login shell included.
+    command = host.file("/usr/local/bin/hermes-pacer")
+    assert command.is_symlink and command.linked_to == f"{SCRIPTS}/hermes-pacer"
+    version = host.run(f"runuser -l {HERMES_USER} -s /bin/sh -c 'hermes-pacer --version'")
+    assert version.rc == 0 and version.stdout.startswith("hermes-pacer"), version.stdout + version.stderr
 
 
 def check_gateway_dispatch_off(host, homes: list[str]) -> None:

@@ -174,6 +174,7 @@ def test_uninstall_removes_what_the_roles_installed_and_nothing_else(host):
         f"{SCRIPTS}/hermes-kanban-dispatch-capped.sh",
         f"{SCRIPTS}/hermes-kanban-dispatch-subminute.sh",
         f"{SCRIPTS}/hermes_pacer",
+        "/usr/local/bin/hermes-pacer",
         "/run/lock/hermes-pacer",
     ):
         assert not host.file(gone).exists, gone
