@@ -24,6 +24,15 @@ CASES = [
     ({"hermes_pacer_boards": [{"name": "Bad Slug"}]}, "hermes_pacer_boards[0]"),
     ({"hermes_pacer_boards": [{"name": "default", "runs_per_minute": -1}]}, "hermes_pacer_boards[0]"),
     ({"hermes_pacer_boards": [{"name": "a"}, {"name": "a"}]}, "distinct names"),
+    (
+        {"hermes_pacer_boards": [{"name": "default", "max_paralel": 2}]},
+        "hermes_pacer_boards[0] has an unknown key max_paralel: expected name, max_parallel, "
+        "runs_per_minute, endpoint",
+    ),
+    (
+        {"hermes_pacer_endpoints": [{"name": "gpu0", "url": "http://gpu0:8000/v1", "max_paralel": 4}]},
+        "hermes_pacer_endpoints[0] has an unknown key max_paralel: expected name, url, max_parallel, kind",
+    ),
     ({"hermes_pacer_boards": []}, "hermes_pacer_boards is invalid"),
     (
         {"hermes_pacer_scheduler": "anacron"},
