@@ -45,8 +45,7 @@ def shared(host, llm):
 
 
 def test_two_boards_on_one_endpoint_share_its_cap(shared):
-    shared.create_cards(4)
-    shared.create_cards(4, assignee="other-worker", board="other")
+    cards = shared.create_cards(4) + shared.create_cards(4, assignee="other-worker", board="other")
     env = _endpoint_env(shared.endpoint, 2, boards="default,other", MAX_PARALLEL="2")
 
     sampler, logs = pace_until_done(shared, {None: env, "other": env})
@@ -55,7 +54,9 @@ def test_two_boards_on_one_endpoint_share_its_cap(shared):
     assert stats["peak_in_flight"] <= 2, logs
     assert sampler.peak_total <= 2, (sampler.peak, logs)
     assert stats["peak_in_flight"] == 2, "the budget was used, not only respected"
-    assert len([r for r in stats["requests"] if r["kind"] == "final"]) == 8
+    # Every card's final call reached the endpoint; a card Hermes runs again (its worker lost on
+    # a busy host) calls it again, under the same cap.
+    assert sorted({r["task"] for r in stats["requests"] if r["kind"] == "final"}) == sorted(cards)
     # Both boards were served while the other had work: neither waited for the other to finish.
     records = [record for log in logs for record in _records(log) if record.get("spawned")]
     assert {record["board"] for record in records} == {"default", "other"}
