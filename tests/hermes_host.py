@@ -7,11 +7,15 @@ environment and killed at the end.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
+import shutil
 import signal
+import sqlite3
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -49,12 +53,22 @@ class HermesHost:
 
     # --- setup -------------------------------------------------------------------------------
     def configure(self, port: int, profiles: dict[str, int] | None = None) -> None:
-        """Root config and one profile per name, each pointing at the fake LLM on its port."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        """Root config and one profile per name, each pointing at the fake LLM on its port.
+
+        The home is a copy of one the real CLI set up (`profile create --clone`, `kanban init`)
+        with the same profiles, made once per process and release: what those commands write
+        names no path and no port, and each costs a Hermes start-up."""
+        shutil.copytree(_template(self.hermes_bin, tuple(profiles or {})), self.root, dirs_exist_ok=True)
         self._write_config(self.root, port)
         for name, profile_port in (profiles or {}).items():
-            self.run("profile", "create", name, "--clone", "--no-alias")
             self._write_config(self.root / "profiles" / name, profile_port)
+
+    def _set_up(self, profiles: tuple[str, ...]) -> None:
+        """What configure copies, done by the real CLI."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._write_config(self.root, 0)
+        for name in profiles:
+            self.run("profile", "create", name, "--clone", "--no-alias")
         self.kanban("init")
 
     def _write_config(self, home: Path, port: int, extra: str = "") -> None:
@@ -74,12 +88,13 @@ class HermesHost:
         self.kanban("boards", "create", slug)
 
     def create_cards(self, count: int, assignee: str = "worker", board: str | None = None) -> list[str]:
-        return [
-            json.loads(self.kanban("create", f"card {i}", "--assignee", assignee, "--json", board=board))[
-                "id"
-            ]
+        """`hermes kanban create` count times: the CLI's own main() in one process (one start-up)."""
+        on_board = ["--board", board] if board else []
+        calls = [
+            ["kanban", *on_board, "create", f"card {i}", "--assignee", assignee, "--json"]
             for i in range(count)
         ]
+        return [json.loads(out)["id"] for out in self.run_many(calls)]
 
     # --- hermes ------------------------------------------------------------------------------
     def run(self, *args: str) -> str:
@@ -95,11 +110,44 @@ class HermesHost:
             raise AssertionError(f"hermes {' '.join(args)} failed ({proc.returncode}): {proc.stderr[-800:]}")
         return proc.stdout
 
+    def run_many(self, calls: list[list[str]]) -> list[str]:
+        """Each call's stdout, from the CLI's main() run once per call in one Python process: the
+        same code as `hermes ARGS` without a start-up each (`hermes kanban create` x 6 in a
+        second instead of six)."""
+        proc = subprocess.run(
+            [str(self.hermes_bin.parent / "python"), "-c", _RUN_MANY],
+            input=json.dumps(calls),
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise AssertionError(f"hermes {calls[0]}... failed ({proc.returncode}): {proc.stderr[-800:]}")
+        return json.loads(proc.stdout)
+
     def kanban(self, *args: str, board: str | None = None) -> str:
         return self.run("kanban", *(["--board", board] if board else []), *args)
 
+    def board_db(self, board: str | None = None) -> Path:
+        """Where Hermes keeps a board: <root>/kanban.db for `default`, else kanban/boards/<slug>/."""
+        if board is None:
+            current = self.root / "kanban" / "current"
+            board = current.read_text().strip() if current.is_file() else "default"
+        if board == "default":
+            return self.root / "kanban.db"
+        return self.root / "kanban" / "boards" / board / "kanban.db"
+
     def statuses(self, board: str | None = None) -> dict[str, str]:
-        return {task["id"]: task["status"] for task in json.loads(self.kanban("list", "--json", board=board))}
+        """Card id -> status, as `hermes kanban list` shows them (archived cards left out), read
+        from the board itself, read-only: a test that polls it starts no Hermes process (and,
+        unlike `list`, promotes no card: only the dispatcher under test does)."""
+        conn = sqlite3.connect(f"{self.board_db(board).as_uri()}?mode=ro", uri=True, timeout=10)
+        try:
+            return dict(conn.execute("SELECT id, status FROM tasks WHERE status != 'archived'").fetchall())
+        finally:
+            conn.close()
 
     # --- the pacer ---------------------------------------------------------------------------
     def pacer_env(self, **overrides: str) -> dict[str, str]:
@@ -176,6 +224,46 @@ class HermesHost:
         for pid in self.home_processes():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+# run_many's program: read a JSON list of argv lists, run hermes_cli's main() on each, print the
+# list of their stdouts; a call that exits non-zero ends it with that status and its stderr.
+_RUN_MANY = """
+import contextlib, io, json, sys
+from hermes_cli.main import main
+outs = []
+for argv in json.load(sys.stdin):
+    sys.argv = ["hermes", *argv]
+    out = io.StringIO()
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out):
+            main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    if code:
+        sys.stderr.write(f"hermes {' '.join(argv)}: exit {code}\\n")
+        sys.exit(code)
+    outs.append(out.getvalue())
+sys.stdout.write(json.dumps(outs))
+"""
+
+# Homes set up by the real CLI, by (release, profiles): configure copies them.
+_TEMPLATES: dict[tuple[Path, tuple[str, ...]], Path] = {}
+
+
+def _template(hermes_bin: Path, profiles: tuple[str, ...]) -> Path:
+    key = (hermes_bin, profiles)
+    if key not in _TEMPLATES:
+        folder = Path(tempfile.mkdtemp(prefix="hermes-home-template-"))
+        atexit.register(shutil.rmtree, folder, True)
+        home = folder / "home"
+        home.mkdir()
+        maker = HermesHost(home, hermes_bin)
+        maker._set_up(profiles)
+        shutil.rmtree(maker.root / "logs", ignore_errors=True)
+        _TEMPLATES[key] = maker.root
+    return _TEMPLATES[key]
 
 
 class WorkerSampler(threading.Thread):
