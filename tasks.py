@@ -318,7 +318,8 @@ def _scenario(name: str, command: str, env: dict[str, str], logs: Path) -> tuple
         proc = subprocess.Popen(
             [_venv_bin("molecule"), "--base-config", str(base), command, "-s", name],
             cwd=REPO,
-            env={**os.environ, **env},
+            # Unbuffered: each line as Molecule prints it, so each phase's time is its own.
+            env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
