@@ -112,6 +112,7 @@ def test_the_artifact_holds_the_product_and_nothing_else(tarball):
         "roles/hermes_pacer/files/hermes_pacer/safefile.py",
         "roles/hermes_pacer/files/scripts/hermes-kanban-dispatch-capped.sh",
         "plugins/modules/hermes_yaml_section.py",
+        "plugins/modules/hermes_files.py",
         "plugins/module_utils/safefile.py",
         "playbooks/site.yml",
         "playbooks/verify.yml",
