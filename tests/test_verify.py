@@ -97,6 +97,7 @@ def test_a_paced_host_is_safe_and_says_why(paced):
     assert "verdict: SAFE" in text and "path: pacer: cron" in text and "last pass" in text
 
 
+@pytest.mark.alone
 def test_a_gateway_with_its_dispatcher_on_is_a_second_path(paced):
     (paced.root / "config.yaml").write_text(
         (paced.root / "config.yaml")
@@ -128,6 +129,7 @@ def test_the_environment_override_only_turns_a_gateway_dispatcher_off(paced):
     assert [p["kind"] for p in _board(report)["paths"]] == ["pacer"]
 
 
+@pytest.mark.alone
 def test_the_environment_override_turns_a_configured_gateway_dispatcher_off(paced):
     config = paced.root / "config.yaml"
     config.write_text(config.read_text().replace("dispatch_in_gateway: false", "dispatch_in_gateway: true"))
@@ -138,6 +140,7 @@ def test_the_environment_override_turns_a_configured_gateway_dispatcher_off(pace
     assert f"FAIL config {config}" in text  # a gateway started without the override would dispatch
 
 
+@pytest.mark.alone
 def test_a_kanban_daemon_is_a_second_path(paced):
     _start(paced, "kanban", "daemon", "--force")
     code, report, text = _verify(paced)
