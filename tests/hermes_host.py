@@ -98,34 +98,23 @@ class HermesHost:
 
     # --- hermes ------------------------------------------------------------------------------
     def run(self, *args: str) -> str:
+        return self._hermes([str(self.hermes_bin), *args], " ".join(args))
+
+    def _hermes(self, argv: list[str], what: str, stdin: str | None = None) -> str:
+        """stdout of a Hermes process in this home; AssertionError naming `what` when it fails."""
         proc = subprocess.run(
-            [str(self.hermes_bin), *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
+            argv, input=stdin, env=self.env, capture_output=True, text=True, timeout=120, check=False
         )
         if proc.returncode != 0:
-            raise AssertionError(f"hermes {' '.join(args)} failed ({proc.returncode}): {proc.stderr[-800:]}")
+            raise AssertionError(f"hermes {what} failed ({proc.returncode}): {proc.stderr[-800:]}")
         return proc.stdout
 
     def run_many(self, calls: list[list[str]]) -> list[str]:
         """Each call's stdout, from the CLI's main() run once per call in one Python process: the
         same code as `hermes ARGS` without a start-up each (`hermes kanban create` x 6 in a
         second instead of six)."""
-        proc = subprocess.run(
-            [str(self.hermes_bin.parent / "python"), "-c", _RUN_MANY],
-            input=json.dumps(calls),
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        if proc.returncode != 0:
-            raise AssertionError(f"hermes {calls[0]}... failed ({proc.returncode}): {proc.stderr[-800:]}")
-        return json.loads(proc.stdout)
+        argv = [str(self.hermes_bin.parent / "python"), "-c", _RUN_MANY]
+        return json.loads(self._hermes(argv, f"{' '.join(calls[0])}...", json.dumps(calls)))
 
     def kanban(self, *args: str, board: str | None = None) -> str:
         return self.run("kanban", *(["--board", board] if board else []), *args)
